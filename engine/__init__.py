@@ -1,0 +1,1 @@
+"""Rule engine: YAML loading with positions, expressions, findings, rule files, reporters."""
