@@ -20,6 +20,7 @@ from .locations import Location, Path, format_path
 # A homeserver.yaml has a few thousand nodes; anything near this bound is an alias bomb.
 MAX_NODES = 200_000
 _STD = "tag:yaml.org,2002:"
+_PYYAML_STRINGS = {"y", "Y", "n", "N"}
 _SCALAR_TAGS = {f"{_STD}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
 
 
@@ -86,6 +87,9 @@ class _Builder:
             return out
         if tag not in _SCALAR_TAGS:
             raise self._bad_tag(node, path)
+        if tag == f"{_STD}bool" and node.value in _PYYAML_STRINGS:
+            # ruamel's 1.1 resolver reads y/n as booleans; PyYAML, which Synapse uses, keeps them strings.
+            return node.value
         try:
             value = self.constructor.construct_object(node, deep=True)
         except YAMLError as exc:
