@@ -1,0 +1,32 @@
+"""Parse Synapse's `devices.ip` the way MAS's reference parser (Rust `IpAddr::from_str`) does (§6.6).
+
+Python's ``ipaddress`` is more lenient (it accepts IPv6 zone ids), so the accepted forms are checked
+explicitly: dotted-quad IPv4 without leading zeros, or plain IPv6 without port, brackets or zone id.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_IPV4 = re.compile(r"(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}")
+_IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
+
+
+def parse_ip(value: str | None) -> tuple[str | None, bool]:
+    """Return (normalised address or None, invalid?). ``None`` and ``-`` are absent, not invalid."""
+    if value is None or value == "-":
+        return None, False
+    if _IPV4.fullmatch(value):
+        try:
+            return str(ipaddress.IPv4Address(value)), False
+        except ValueError:  # an octet above 255
+            return None, True
+    if ":" in value and _IPV6_CHARS.fullmatch(value):
+        try:
+            addr = ipaddress.IPv6Address(value)
+        except ValueError:
+            return None, True
+        if "." in value and not _IPV4.fullmatch(value.rsplit(":", 1)[1]):
+            return None, True  # embedded IPv4 with leading zeros
+        return str(addr), False
+    return None, True

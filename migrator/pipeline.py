@@ -1,0 +1,379 @@
+"""Read phases 1-6 → MAS rows (data-migration.md §3-§7).
+
+Streams each phase's query, classifies every row (migrate, or skip with a reason from §14.5), derives
+ids (§5) and hands row tuples to a sink (the MAS writer, or nothing for a plan/verify run). The
+column order of the tuples is ``masschema.COPY_COLUMNS``. Nothing here holds per-user state except
+the bounded verification sample.
+"""
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from engine.errors import DatabaseError
+
+from . import queries
+from .ids import IdFactory
+from .ipaddr import parse_ip
+from .progress import Progress
+from .report import MigrationReport
+from .samples import Sampler, UserFacts, digest
+from .source import SynapseSource
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+PASSWORD_SCHEME_VERSION = 1  # MAS must map version 1 to bcrypt (`password-scheme-missing`)
+
+
+class Sink(Protocol):
+    """Receives MAS rows; ``add`` is called once per row."""
+
+    def add(self, table: str, row: tuple) -> None:
+        """Queue ``row`` for ``table``."""
+
+
+class NullSink:
+    """Discards rows: plan and standalone-verify runs only count."""
+
+    def add(self, table: str, row: tuple) -> None:
+        """Ignore the row."""
+
+
+def ms_to_dt(ms: int, what: str) -> datetime:
+    """Milliseconds since the epoch as an aware datetime; out-of-range values are a clear error."""
+    try:
+        return EPOCH + timedelta(milliseconds=int(ms))
+    except OverflowError:
+        raise DatabaseError(f"a timestamp in {what} is out of range ({ms} ms)",
+                            hint="correct the value in Synapse; syn2mas never writes to Synapse") from None
+
+
+def localpart(user_id: str, server_name: str) -> str | None:
+    """The localpart of ``@localpart:server_name`` (split at the first `:`), or None when it is not one."""
+    if not user_id or not user_id.startswith("@") or ":" not in user_id:
+        return None
+    local, _, server = user_id[1:].partition(":")
+    return local if server == server_name else None
+
+
+class Owner:
+    """The owning user's columns as the phase queries return them (queries.USER_COLS)."""
+
+    __slots__ = ("exists", "creation_ts", "admin", "guest", "deactivated", "appservice")
+
+    def __init__(self, cols: tuple):
+        exists, creation_ts, admin, guest, deactivated, appservice = cols
+        self.exists = bool(exists)
+        self.creation_ts = creation_ts
+        self.admin = bool(admin)
+        self.guest = bool(guest)
+        self.deactivated = bool(deactivated)
+        self.appservice = bool(appservice)
+
+    @property
+    def creation_ms(self) -> int:
+        """The user's creation time in ms (NULL counts as the epoch, §7 row 31)."""
+        return int(self.creation_ts) * 1000 if self.creation_ts is not None else 0
+
+    def session_skip(self) -> str | None:
+        """Why this user's tokens and devices are not migrated, if they are not."""
+        if self.appservice:
+            return "appservice-user"
+        if self.guest:
+            return "guest-user"
+        if self.deactivated:
+            return "deactivated-user"
+        return None
+
+
+class Pipeline:
+    """One pass over Synapse producing MAS rows and the per-entity counts of the report."""
+
+    def __init__(self, source: SynapseSource, *, ids: IdFactory, report: MigrationReport, sink: Sink,
+                 mapping: dict[str, str], server_name: str, run_start_ms: int,
+                 ignore_missing_providers: bool = False, progress: Progress | None = None,
+                 sampler: Sampler | None = None):
+        self.source = source
+        self.ids = ids
+        self.report = report
+        self.sink = sink
+        self.mapping = {k: uuid.UUID(str(v)) if not isinstance(v, uuid.UUID) else v for k, v in mapping.items()}
+        self.server_name = server_name
+        self.run_start_ms = run_start_ms
+        self.ignore_missing = ignore_missing_providers
+        self.progress = progress or Progress()
+        self.sampler = sampler or Sampler(0)
+        self.params = {"run_start": run_start_ms}
+        self.entities = report.entities
+        self.anomalies = report.anomalies
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def user_id(self, name: str, creation_ms: int) -> uuid.UUID:
+        """The MAS user id of Synapse user ``name`` (same value in every phase)."""
+        return self.ids.make(creation_ms, "users", name)
+
+    def device_session_id(self, name: str, device_id: str, first_ms: int | None, last_seen: int | None) -> uuid.UUID:
+        """A device session's id: earliest migrated token, else `last_seen`, else run start (§5.2)."""
+        t = first_ms if first_ms is not None else (last_seen if last_seen is not None else self.run_start_ms)
+        return self.ids.make(t, "compat_sessions", name, device_id)
+
+    def _orphan(self, table: str) -> DatabaseError:
+        return DatabaseError(f"a `{table}` row refers to a user that does not exist",
+                             hint="run `syn2mas check` (rule orphan-rows) and delete the orphan rows in Synapse")
+
+    def _stream(self, phase: str, table: str, query: str) -> Any:
+        self.progress.phase(phase, self.source.estimate(table))
+        for row in self.source.stream(query, self.params):
+            self.progress.tick()
+            yield row
+
+    # -- phases ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run the six phases in order (users first; tokens before devices)."""
+        self.phase_users()
+        self.sampler.freeze()
+        self.phase_threepids()
+        self.phase_links()
+        self.phase_access_tokens()
+        self.phase_refresh_pairs()
+        self.phase_devices()
+        self.anomalies["unpaired-refresh-token"] += int(self.source.scalar(queries.UNPAIRED_REFRESH_TOKENS) or 0)
+        self.progress.done()
+
+    def phase_users(self) -> None:
+        """Phase 1: `users` → `users`, `user_passwords`."""
+        users, passwords = self.entities["users"], self.entities["passwords"]
+        query = queries.users_query(self.source.user_columns())
+        for name, pw_hash, admin, deactivated, locked, creation_ts, guest, appservice, approved in \
+                self._stream("phase 1 users", "users", query):
+            users.read += 1
+            if pw_hash is not None:
+                passwords.read += 1
+            if appservice:
+                users.skip("appservice-user")
+                if pw_hash is not None:
+                    passwords.skip("appservice-user")
+                continue
+            local = localpart(name, self.server_name)
+            if local is None:
+                raise DatabaseError("a Synapse user id does not belong to this server",
+                                    hint="run `syn2mas check` (rule foreign-server-users)")
+            if creation_ts is None:
+                self.anomalies["creation-ts-missing"] += 1
+                created_ms = 0
+            else:
+                created_ms = int(creation_ts) * 1000
+            created = ms_to_dt(created_ms, "users.creation_ts")
+            unapproved = approved is not None and not approved
+            if unapproved:
+                self.anomalies["unapproved"] += 1  # team decision (§7 row 33): imported locked
+            uid = self.user_id(name, created_ms)
+            is_locked = bool(locked) or unapproved
+            self.sink.add("users", (uid, local, created, created if is_locked else None, bool(admin), bool(guest),
+                                    created if deactivated else None))
+            users.migrated += 1
+            stored_pw = None
+            if pw_hash is not None:
+                if pw_hash == "":
+                    passwords.skip("empty-password-hash")
+                else:
+                    self.sink.add("user_passwords", (self.ids.make(created_ms, "user_passwords", name), uid,
+                                                     pw_hash, created, PASSWORD_SCHEME_VERSION))
+                    passwords.migrated += 1
+                    stored_pw = digest(pw_hash)
+            if self.sampler.size:
+                self.sampler.offer(name, UserFacts(local, bool(admin), bool(guest), is_locked, bool(deactivated),
+                                                   stored_pw))
+
+    def phase_threepids(self) -> None:
+        """Phase 2: `user_threepids` → `user_emails` (medium exactly `email`) or unsupported ids."""
+        for user, medium, address, added_at, *owner_cols in \
+                self._stream("phase 2 threepids", "user_threepids", queries.THREEPIDS):
+            owner = Owner(tuple(owner_cols))
+            is_email = medium == "email"
+            stats = self.entities["emails" if is_email else "unsupported_threepids"]
+            stats.read += 1
+            if owner.appservice:
+                stats.skip("appservice-user")
+                continue
+            if not owner.exists:
+                raise self._orphan("user_threepids")
+            uid = self.user_id(user, owner.creation_ms)
+            created = ms_to_dt(added_at, "user_threepids.added_at")
+            facts = self.sampler.get(user)
+            if is_email:
+                self.sink.add("user_emails", (self.ids.make(added_at, "user_emails", user, medium, address), uid,
+                                              address, created))
+                if facts:
+                    facts.emails.add(digest(address))
+            else:
+                self.sink.add("user_unsupported_third_party_ids", (uid, medium, address, created))
+                if facts:
+                    facts.unsupported.add((medium, digest(address)))
+            stats.migrated += 1
+
+    def phase_links(self) -> None:
+        """Phase 3: `user_external_ids` → `upstream_oauth_links` through the provider mapping."""
+        stats = self.entities["links"]
+        for user, provider, subject, *owner_cols in \
+                self._stream("phase 3 external ids", "user_external_ids", queries.LINKS):
+            owner = Owner(tuple(owner_cols))
+            stats.read += 1
+            if owner.appservice:
+                stats.skip("appservice-user")
+                continue
+            mas_provider = self.mapping.get(provider)
+            if mas_provider is None:
+                if not self.ignore_missing:
+                    raise DatabaseError(f"users are linked to Synapse provider `{provider}`, which no MAS provider "
+                                        "maps (`synapse_idp_id`)",
+                                        hint="add the provider to MAS, or pass --ignore-missing-auth-providers")
+                stats.skip("unmapped-provider")
+                continue
+            if not owner.exists:
+                raise self._orphan("user_external_ids")
+            created_ms = owner.creation_ms
+            self.sink.add("upstream_oauth_links", (self.ids.make(created_ms, "upstream_oauth_links", provider, subject),
+                                                   mas_provider, self.user_id(user, created_ms), subject,
+                                                   ms_to_dt(created_ms, "users.creation_ts")))
+            stats.migrated += 1
+            facts = self.sampler.get(user)
+            if facts:
+                facts.links.add((mas_provider, digest(subject)))
+
+    def _token_times(self, last_validated: int | None, valid_until: int | None) -> tuple[int, datetime,
+                                                                                         datetime | None]:
+        created_ms = int(last_validated) if last_validated is not None else self.run_start_ms
+        expires = None
+        if valid_until is not None:
+            expires = ms_to_dt(valid_until, "access_tokens.valid_until_ms")
+            if valid_until < self.run_start_ms:
+                self.anomalies["expired"] += 1
+        return created_ms, ms_to_dt(created_ms, "access_tokens.last_validated"), expires
+
+    def phase_access_tokens(self) -> None:
+        """Phase 4: access tokens without refresh token → `compat_access_tokens` (+ deviceless sessions)."""
+        tokens, deviceless = self.entities["access_tokens"], self.entities["deviceless_sessions"]
+        for (tid, user, device_id, token, valid_until, last_validated, puppet, has_device, hidden, first_ms,
+             last_seen, *owner_cols) in self._stream("phase 4 access tokens", "access_tokens", queries.ACCESS_TOKENS):
+            owner = Owner(tuple(owner_cols))
+            tokens.read += 1
+            if puppet:
+                tokens.skip("puppet-token")
+                continue
+            if device_id is None:
+                deviceless.read += 1
+            reason = owner.session_skip()
+            if reason:
+                tokens.skip(reason)
+                if device_id is None:
+                    deviceless.skip(reason)
+                continue
+            if device_id is not None and not has_device:
+                tokens.skip("device-missing")
+                continue
+            if device_id is not None and hidden:
+                tokens.skip("hidden-device")
+                continue
+            if not owner.exists:
+                raise self._orphan("access_tokens")
+            created_ms, created, expires = self._token_times(last_validated, valid_until)
+            uid = self.user_id(user, owner.creation_ms)
+            if device_id is None:
+                session = self.ids.make(created_ms, "compat_sessions_deviceless", tid)
+                self.sink.add("compat_sessions", (session, uid, None, None, created,
+                                                  owner.admin, None, None, None))
+                deviceless.migrated += 1
+            else:
+                session = self.device_session_id(user, device_id, first_ms, last_seen)
+            self.sink.add("compat_access_tokens", (self.ids.make(created_ms, "compat_access_tokens", tid), session,
+                                                   token, created, expires))
+            tokens.migrated += 1
+            facts = self.sampler.get(user)
+            if facts:
+                facts.access_tokens.add(digest(token))
+
+    def phase_refresh_pairs(self) -> None:
+        """Phase 5: refresh pairs → `compat_access_tokens` + `compat_refresh_tokens` on the device session."""
+        tokens, refresh = self.entities["access_tokens"], self.entities["refresh_tokens"]
+        for (tid, user, device_id, token, valid_until, last_validated, puppet, paired, rid, rtoken, has_device,
+             hidden, superseded, is_latest, first_ms, last_seen, *owner_cols) in \
+                self._stream("phase 5 refresh tokens", "access_tokens", queries.REFRESH_PAIRS):
+            owner = Owner(tuple(owner_cols))
+            tokens.read += 1
+            if puppet:
+                tokens.skip("puppet-token")
+                continue
+            counts_refresh = bool(paired and is_latest)  # each refresh token is counted on its kept pair's row
+
+            def skip(reason: str) -> None:
+                tokens.skip(reason)
+                if counts_refresh:
+                    refresh.read += 1
+                    refresh.skip(reason)
+
+            reason = owner.session_skip()
+            if reason:
+                skip(reason)
+            elif not paired:
+                skip("refresh-token-missing")
+            elif not has_device:
+                skip("device-missing")
+            elif hidden:
+                skip("hidden-device")
+            elif superseded:
+                skip("refresh-superseded")
+            elif not is_latest:
+                skip("refresh-token-shared")
+            else:
+                if not owner.exists:
+                    raise self._orphan("access_tokens")
+                created_ms, created, expires = self._token_times(last_validated, valid_until)
+                session = self.device_session_id(user, device_id, first_ms, last_seen)
+                access_id = self.ids.make(created_ms, "compat_access_tokens", tid)
+                self.sink.add("compat_access_tokens", (access_id, session, token, created, expires))
+                self.sink.add("compat_refresh_tokens", (self.ids.make(created_ms, "compat_refresh_tokens", rid),
+                                                        session, access_id, rtoken, created))
+                tokens.migrated += 1
+                refresh.read += 1
+                refresh.migrated += 1
+                facts = self.sampler.get(user)
+                if facts:
+                    facts.access_tokens.add(digest(token))
+                    facts.refresh_tokens.add(digest(rtoken))
+
+    def phase_devices(self) -> None:
+        """Phase 6: `devices` → device `compat_sessions` (hidden devices skipped; `hidden IS NULL` migrated)."""
+        stats = self.entities["devices"]
+        for (user, device_id, display_name, last_seen, ip, user_agent, hidden, hidden_null, first_ms,
+             *owner_cols) in self._stream("phase 6 devices", "devices", queries.DEVICES):
+            owner = Owner(tuple(owner_cols))
+            stats.read += 1
+            reason = owner.session_skip()
+            if reason:
+                stats.skip(reason)
+                continue
+            if hidden:
+                stats.skip("hidden-device")
+                continue
+            if not owner.exists:
+                raise self._orphan("devices")
+            if hidden_null:
+                self.anomalies["hidden-null-device"] += 1
+            if device_id == "guest_device":
+                self.anomalies["non-guest-guest-device"] += 1
+            session = self.device_session_id(user, device_id, first_ms, last_seen)
+            address, invalid = parse_ip(ip)
+            if invalid:
+                self.anomalies["invalid-ip"] += 1
+            self.sink.add("compat_sessions", (
+                session, self.user_id(user, owner.creation_ms), device_id, display_name,
+                ms_to_dt(int.from_bytes(session.bytes[:6], "big"), "session"), owner.admin,
+                ms_to_dt(last_seen, "devices.last_seen") if last_seen is not None else None,
+                ipaddress.ip_address(address) if address else None, user_agent))
+            stats.migrated += 1
+            facts = self.sampler.get(user)
+            if facts:
+                facts.devices.add(device_id)
+

@@ -1,0 +1,106 @@
+"""The SQL of the six read phases (data-migration.md §3), valid on PostgreSQL and SQLite.
+
+Each phase is one streamed query that joins what it needs from `users` (flags, creation time) and
+the device session time (earliest migrated token, aggregated in SQL), so the migrator keeps no
+per-user or per-device map in memory. Rows are classified in Python (migrator/pipeline.py); the
+queries select every row of the phase's table so that every skipped row is counted with a reason.
+
+Parameters: ``:run_start`` (milliseconds), used for tokens without `last_validated`.
+"""
+from __future__ import annotations
+
+# The owner's columns, in this order, at the end of the user-dependent phase queries.
+USER_COLS = ("u.name IS NOT NULL, u.creation_ts, u.admin, u.is_guest, u.deactivated, "
+             "u.appservice_id IS NOT NULL")
+
+# Access tokens that end up migrated with a device session, and the resulting session time (§5.2).
+# superseded: refresh tokens whose access token was already used (so their predecessor is superseded).
+# latest_pair: per refresh token (and its owner/device) the highest access-token id pairing with it.
+# kept_pairs: refresh pairs phase 5 keeps (successor rule, one pair per refresh token).
+_CTES = """
+WITH superseded AS (
+    SELECT DISTINCT refresh_token_id AS rid FROM access_tokens
+    WHERE used IS TRUE AND refresh_token_id IS NOT NULL
+), latest_pair AS (
+    SELECT refresh_token_id AS rid, user_id, device_id, MAX(id) AS max_id FROM access_tokens
+    WHERE refresh_token_id IS NOT NULL AND puppets_user_id IS NULL AND device_id IS NOT NULL
+    GROUP BY refresh_token_id, user_id, device_id
+), kept_pairs AS (
+    SELECT lp.max_id AS aid FROM refresh_tokens r
+    JOIN latest_pair lp ON lp.rid = r.id AND lp.user_id = r.user_id AND lp.device_id = r.device_id
+    LEFT JOIN superseded s ON s.rid = r.next_token_id
+    WHERE s.rid IS NULL
+), device_times AS (
+    SELECT a.user_id, a.device_id, MIN(COALESCE(a.last_validated, :run_start)) AS first_ms
+    FROM access_tokens a
+    LEFT JOIN kept_pairs k ON k.aid = a.id
+    WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL
+      AND (a.refresh_token_id IS NULL OR k.aid IS NOT NULL)
+    GROUP BY a.user_id, a.device_id
+)
+"""
+
+
+def users_query(optional_cols: frozenset[str]) -> str:
+    """Phase 1: every user with flags; absent optional columns read as false / NULL."""
+    locked = "u.locked" if "locked" in optional_cols else "0"
+    approved = "u.approved" if "approved" in optional_cols else "NULL"
+    return ("SELECT u.name, u.password_hash, u.admin, u.deactivated, " + locked + ", u.creation_ts, u.is_guest, "
+            "u.appservice_id IS NOT NULL, " + approved + " FROM users u")
+
+
+THREEPIDS = f"""
+SELECT t.user_id, t.medium, t.address, t.added_at, {USER_COLS}
+FROM user_threepids t LEFT JOIN users u ON u.name = t.user_id
+"""
+
+LINKS = f"""
+SELECT e.user_id, e.auth_provider, e.external_id, {USER_COLS}
+FROM user_external_ids e LEFT JOIN users u ON u.name = e.user_id
+"""
+
+# Phase 4: every access token without a refresh token (puppets included, to be counted).
+ACCESS_TOKENS = _CTES + f"""
+SELECT a.id, a.user_id, a.device_id, a.token, a.valid_until_ms, a.last_validated,
+       a.puppets_user_id IS NOT NULL, d.device_id IS NOT NULL, d.hidden IS TRUE, dt.first_ms, d.last_seen,
+       {USER_COLS}
+FROM access_tokens a
+LEFT JOIN users u ON u.name = a.user_id
+LEFT JOIN devices d ON d.user_id = a.user_id AND d.device_id = a.device_id
+LEFT JOIN device_times dt ON dt.user_id = a.user_id AND dt.device_id = a.device_id
+WHERE a.refresh_token_id IS NULL
+"""
+
+# Phase 5: every access token with a refresh token, with its pairing facts.
+REFRESH_PAIRS = _CTES + f"""
+SELECT a.id, a.user_id, a.device_id, a.token, a.valid_until_ms, a.last_validated,
+       a.puppets_user_id IS NOT NULL,
+       (r.id IS NOT NULL AND r.user_id = a.user_id AND r.device_id = a.device_id) IS TRUE,
+       r.id, r.token, d.device_id IS NOT NULL, d.hidden IS TRUE, s.rid IS NOT NULL,
+       lp.max_id = a.id, dt.first_ms, d.last_seen,
+       {USER_COLS}
+FROM access_tokens a
+LEFT JOIN users u ON u.name = a.user_id
+LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id
+LEFT JOIN devices d ON d.user_id = r.user_id AND d.device_id = r.device_id
+LEFT JOIN superseded s ON s.rid = r.next_token_id
+LEFT JOIN latest_pair lp ON lp.rid = r.id AND lp.user_id = r.user_id AND lp.device_id = r.device_id
+LEFT JOIN device_times dt ON dt.user_id = a.user_id AND dt.device_id = a.device_id
+WHERE a.refresh_token_id IS NOT NULL
+"""
+
+# Phase 6: every device.
+DEVICES = _CTES + f"""
+SELECT d.user_id, d.device_id, d.display_name, d.last_seen, d.ip, d.user_agent, d.hidden IS TRUE,
+       d.hidden IS NULL, dt.first_ms, {USER_COLS}
+FROM devices d
+LEFT JOIN users u ON u.name = d.user_id
+LEFT JOIN device_times dt ON dt.user_id = d.user_id AND dt.device_id = d.device_id
+"""
+
+# Refresh tokens no access token pairs with (informational anomaly).
+UNPAIRED_REFRESH_TOKENS = """
+SELECT count(*) FROM refresh_tokens r
+WHERE NOT EXISTS (SELECT 1 FROM access_tokens a
+                  WHERE a.refresh_token_id = r.id AND a.user_id = r.user_id AND a.device_id = r.device_id)
+"""

@@ -1,0 +1,136 @@
+"""`migrate`: Synapse snapshot → checks → one MAS transaction → report (data-migration.md §1, §14.1).
+
+Public API: ``migrate(source, mas_uri, mapping, options) -> MigrationReport``. ``source`` is an open
+``SynapseSource`` or anything ``open_source`` accepts (it is then opened and closed here).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from engine.errors import DatabaseError
+
+from . import guards
+from .ids import IdFactory, provider_uuid
+from .pipeline import EPOCH, Pipeline
+from .progress import Progress
+from .report import ENTITY_TABLES, MigrationReport
+from .samples import Sampler
+from .source import SynapseSource, open_source
+from .writer import MasWriter
+
+log = logging.getLogger("syn2mas.migrator")
+
+
+@dataclass
+class MigrateOptions:
+    """How to run: server name, flags, and injectable randomness/clock for tests."""
+
+    server_name: str
+    dry_run: bool = False
+    ignore_missing_providers: bool = False
+    assume_synapse_stopped: bool = False
+    sample_size: int = 100
+    sample_seed: int = 0
+    id_key: bytes | None = None
+    run_start: datetime | None = None
+    batch_size: int = 5000
+    progress_interval: float = 5.0
+    # Extra pre-migration checks (the database check rules), called with the open Synapse source inside
+    # the migration's snapshot; they raise to refuse.
+    pre_checks: list[Callable[[SynapseSource], None]] = field(default_factory=list)
+    # Test-only: called with each writer step name; raising there simulates a crash at that step.
+    fail_hook: Callable[[str], None] | None = None
+
+
+def now_ms() -> datetime:
+    """The UTC clock at millisecond precision (read once per run)."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def to_ms(ts: datetime) -> int:
+    """An aware datetime as milliseconds since the epoch."""
+    delta = ts - EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def provider_mapping(mapping: dict[str, str]) -> dict[str, uuid.UUID]:
+    """Synapse idp id → MAS provider UUID, from MAS provider ids given as ULID strings (or UUIDs)."""
+    return {idp: provider_uuid(pid) for idp, pid in mapping.items()}
+
+
+def reconcile(report: MigrationReport, count: Callable[[str, str], int]) -> None:
+    """Fill ``report.reconciliation``: expected (read − skipped) against rows found in MAS (§13)."""
+    report.reconciliation = []
+    for entity, stats in report.entities.items():
+        table, where = ENTITY_TABLES[entity]
+        found = count(table, where)
+        report.reconciliation.append({"entity": entity, "expected": stats.expected, "found": found,
+                                      "status": "ok" if found == stats.expected else "mismatch"})
+
+
+def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str, str],
+            options: MigrateOptions) -> MigrationReport:
+    """Migrate Synapse's authentication data into the empty MAS database at ``mas_uri``.
+
+    ``mapping`` maps Synapse provider ids (`auth_provider`) to MAS provider ids (ULID strings). Raises
+    ``MigrationRefused`` (exit 10) for blocking data, ``Syn2MasError`` for runtime failures; in every
+    failure case MAS is left exactly as it was.
+    """
+    started = time.monotonic()
+    run_start = options.run_start or now_ms()
+    report = MigrationReport(mode="dry-run" if options.dry_run else "migrate", run_start=run_start,
+                             server_name=options.server_name, started_at=datetime.now(timezone.utc))
+    owns_source = not isinstance(source, SynapseSource)
+    src = open_source(source, exclusive=not options.dry_run, assume_stopped=options.assume_synapse_stopped) \
+        if owns_source else source
+    try:
+        report.source_kind = src.kind
+        guards.ensure_migratable(src, server_name=options.server_name, mapping=mapping,
+                                 ignore_missing_providers=options.ignore_missing_providers)
+        for check in options.pre_checks:
+            check(src)
+        progress = Progress(options.progress_interval)
+        writer = MasWriter(mas_uri, batch_size=options.batch_size, progress=progress, fail_hook=options.fail_hook)
+        linked = _linked_providers(src, mapping)
+        report.mas_schema_version = writer.open(linked)
+        try:
+            sampler = Sampler(options.sample_size, options.sample_seed)
+            pipeline = Pipeline(src, ids=IdFactory(options.id_key), report=report, sink=writer,
+                                mapping=provider_mapping(mapping), server_name=options.server_name,
+                                run_start_ms=to_ms(run_start), ignore_missing_providers=options.ignore_missing_providers,
+                                progress=progress, sampler=sampler)
+            pipeline.run()
+            report.timings_s["read"] = time.monotonic() - started - writer.copy_seconds
+            writer.rebuild()
+            report.timings_s["copy"] = writer.copy_seconds
+            report.timings_s["rebuild"] = writer.rebuild_seconds
+            reconcile(report, writer.count)
+            report.sample_mismatches = sampler.compare(writer.conn)
+            if not report.reconciled:
+                raise DatabaseError("reconciliation failed after loading ("
+                                    + ", ".join(r["entity"] for r in report.reconciliation if r["status"] != "ok")
+                                    + (", sampled users differ" if report.sample_mismatches else "")
+                                    + "); nothing was committed")
+            writer.finish(commit=not options.dry_run)
+        except BaseException:
+            writer.abort()
+            raise
+    finally:
+        if owns_source:
+            src.close()
+    report.finished_at = datetime.now(timezone.utc)
+    report.timings_s["total"] = time.monotonic() - started
+    return report
+
+
+def _linked_providers(source: SynapseSource, mapping: dict[str, str]) -> list[str]:
+    """MAS provider ids (as configured) that will receive at least one link (`mas-provider-not-synced`)."""
+    used = {r[0] for r in source.fetchall("SELECT DISTINCT e.auth_provider FROM user_external_ids e JOIN users u "
+                                          "ON u.name = e.user_id WHERE u.appservice_id IS NULL")}
+    return sorted({str(mapping[p]) for p in used if p in mapping})

@@ -1,0 +1,254 @@
+"""The MAS writer: one connection, one transaction, all or nothing (data-migration.md §14.1).
+
+Order: advisory lock → BEGIN → SET LOCAL maintenance_work_mem → LOCK the eight tables ACCESS EXCLUSIVE
+NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign keys and indexes (read from
+the catalogue) → COPY rows → recreate indexes, then primary/unique keys, then foreign keys → reconcile
+→ COMMIT (or ROLLBACK for a dry run) → unlock → ANALYZE. Any failure before COMMIT rolls back
+everything, DDL included, so MAS is exactly as before.
+
+Error messages never quote PostgreSQL's DETAIL (a unique violation there would print a token).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from engine.errors import DatabaseError, Syn2MasError
+
+from . import masschema
+from .progress import Progress
+
+log = logging.getLogger("syn2mas.migrator")
+
+# The reference's advisory lock key (HKDF of "syn2mas-maswriter"), so both tools exclude each other (§10.2).
+MIGRATION_LOCK_KEY = 6584285998412104315
+
+
+class MasRefused(Syn2MasError):
+    """A precondition on the MAS database failed (`mas-schema-missing`, `mas-database-not-empty`, ...)."""
+
+    def __init__(self, check_id: str, problems: list[str]):
+        super().__init__(f"{check_id}: " + "; ".join(problems),
+                         hint="run `syn2mas check` for details; nothing was written")
+        self.check_id = check_id
+        self.problems = problems
+
+
+def describe(exc: psycopg.Error) -> str:
+    """A secret-free description of a PostgreSQL error: SQLSTATE, primary message, constraint."""
+    diag = exc.diag
+    text = f"{type(exc).__name__}"
+    if diag.constraint_name:
+        text += f" on constraint `{diag.constraint_name}`"
+        if diag.table_name:
+            text += f" of table `{diag.table_name}`"
+    elif diag.message_primary and not isinstance(exc, (pgerrors.IntegrityError, pgerrors.DataError)):
+        text += f": {diag.message_primary}"
+    return text
+
+
+@dataclass
+class SavedDefinitions:
+    """Constraint and index definitions of the eight tables, read from the catalogue before dropping."""
+
+    foreign_in: list[tuple[str, str, str]] = field(default_factory=list)   # (table, name, definition)
+    foreign_own: list[tuple[str, str, str]] = field(default_factory=list)
+    keys: list[tuple[str, str, str]] = field(default_factory=list)         # primary and unique
+    indexes: list[tuple[str, str]] = field(default_factory=list)           # (name, CREATE INDEX ...)
+
+
+class MasWriter:
+    """Streams rows into the eight MAS tables inside a single transaction."""
+
+    def __init__(self, uri: str, *, batch_size: int = 5000, maintenance_work_mem: str = "512MB",
+                 progress: Progress | None = None, fail_hook: Callable[[str], None] | None = None):
+        self.uri = uri
+        self.batch_size = batch_size
+        self.maintenance_work_mem = maintenance_work_mem
+        self.progress = progress or Progress()
+        # Test hook: called with a step name at each step; raising there simulates a crash at that step.
+        self.fail_hook = fail_hook or (lambda step: None)
+        self.conn: psycopg.Connection | None = None
+        self._locked = False
+        self._buffers: dict[str, list[tuple]] = {t: [] for t in masschema.TARGET_TABLES}
+        self.saved = SavedDefinitions()
+        self.copy_seconds = 0.0
+        self.rebuild_seconds = 0.0
+
+    # -- opening ---------------------------------------------------------------------------------
+    def open(self, provider_ids: list[str]) -> int | None:
+        """Lock, begin, lock tables, re-check MAS, drop constraints; returns the MAS schema version."""
+        try:
+            self.conn = psycopg.connect(self.uri, autocommit=True, application_name="syn2mas")
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot connect to the MAS database: {str(exc).strip().splitlines()[0]}") from None
+        try:
+            row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()
+            if not row[0]:
+                raise DatabaseError("another migration is running against this MAS database",
+                                    hint="wait for it to finish; only one migration may run at a time")
+            self._locked = True
+            self.fail_hook("locked")
+            self.conn.execute("BEGIN")
+            self.conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(
+                sql.Literal(self.maintenance_work_mem)))
+            self._lock_tables()
+            problems = masschema.schema_problems(self.conn)
+            if problems:
+                raise MasRefused("mas-schema-missing", problems)
+            version = masschema.found_version(self.conn)
+            problems = masschema.emptiness_problems(self.conn)
+            if problems:
+                raise MasRefused("mas-database-not-empty", problems)
+            problems = masschema.provider_problems(self.conn, provider_ids)
+            if problems:
+                raise MasRefused("mas-provider-not-synced", problems)
+            self.fail_hook("checked")
+            self._save_definitions()
+            self._drop_definitions()
+            self.fail_hook("dropped")
+            return version
+        except BaseException:
+            self.abort()
+            raise
+
+    def _lock_tables(self) -> None:
+        tables = sql.SQL(", ").join(sql.Identifier(t) for t in masschema.TARGET_TABLES)
+        try:
+            self.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(tables))
+        except pgerrors.LockNotAvailable:
+            raise DatabaseError("MAS appears to be running: its tables are in use",
+                                hint="stop MAS (and anything else using its database) during the migration") from None
+        except pgerrors.UndefinedTable:
+            raise MasRefused("mas-schema-missing", ["the MAS tables do not exist: is this a MAS database? "
+                                                    "run `mas-cli database migrate`"]) from None
+
+    def _save_definitions(self) -> None:
+        targets = list(masschema.TARGET_TABLES)
+        with self.conn.cursor() as cur:
+            cur.execute("""
+                SELECT c.conrelid::regclass::text, c.conname, c.contype, pg_get_constraintdef(c.oid),
+                       c.conrelid = ANY(%(t)s::regclass[])
+                FROM pg_constraint c
+                WHERE (c.contype IN ('p', 'u', 'f') AND c.conrelid = ANY(%(t)s::regclass[]))
+                   OR (c.contype = 'f' AND c.confrelid = ANY(%(t)s::regclass[]))
+                ORDER BY c.conrelid::regclass::text, c.conname""", {"t": targets})
+            for table, name, kind, definition, own in cur.fetchall():
+                if kind == "f":
+                    (self.saved.foreign_own if own else self.saved.foreign_in).append((table, name, definition))
+                else:
+                    self.saved.keys.append((table, name, definition))
+            cur.execute("""
+                SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+                FROM pg_index i
+                WHERE i.indrelid = ANY(%(t)s::regclass[])
+                  AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                                  WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x'))
+                ORDER BY 1""", {"t": targets})
+            self.saved.indexes = [(name, definition) for name, definition in cur.fetchall()]
+
+    def _drop_definitions(self) -> None:
+        # Dependency order: foreign keys from other tables, own foreign keys, keys, then plain indexes.
+        for table, name, _ in self.saved.foreign_in + self.saved.foreign_own + self.saved.keys:
+            self.conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.SQL(table), sql.Identifier(name)))
+        for name, _ in self.saved.indexes:
+            self.conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(name)))
+
+    # -- loading ---------------------------------------------------------------------------------
+    def add(self, table: str, row: tuple) -> None:
+        """Queue one row; a full buffer is written with COPY."""
+        buf = self._buffers[table]
+        buf.append(row)
+        if len(buf) >= self.batch_size:
+            self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        rows = self._buffers[table]
+        if not rows:
+            return
+        cols = masschema.COPY_COLUMNS[table]
+        started = time.monotonic()
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c, _ in cols))
+        try:
+            with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+                copy.set_types([t for _, t in cols])
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"writing `{table}` failed: {describe(exc)}; nothing was committed") from None
+        self._buffers[table] = []
+        self.copy_seconds += time.monotonic() - started
+        self.fail_hook(f"copy:{table}")
+
+    def flush_all(self) -> None:
+        """Write every buffered row."""
+        for table in masschema.TARGET_TABLES:
+            self._flush(table)
+
+    # -- finishing -------------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """Recreate indexes, then primary/unique keys, then foreign keys (which validates them)."""
+        self.flush_all()
+        started = time.monotonic()
+        steps: list[tuple[str, sql.Composable]] = []
+        for name, definition in self.saved.indexes:
+            steps.append((f"index {name}", sql.SQL(definition)))
+        for table, name, definition in self.saved.keys + self.saved.foreign_own + self.saved.foreign_in:
+            steps.append((f"constraint {name} on {table}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.SQL(table), sql.Identifier(name), sql.SQL(definition))))
+        for label, stmt in steps:
+            self.progress.step(f"rebuilding {label}")
+            try:
+                self.conn.execute(stmt)
+            except psycopg.Error as exc:
+                raise DatabaseError(f"rebuilding {label} failed: {describe(exc)}; nothing was committed",
+                                    hint="run `syn2mas check`; the Synapse data violates a MAS constraint") from None
+            self.fail_hook(f"rebuild:{label}")
+        self.rebuild_seconds = time.monotonic() - started
+
+    def count(self, table: str, where: str) -> int:
+        """Rows of ``table`` matching the fixed filter ``where`` (reconciliation)."""
+        return int(self.conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(
+            sql.Identifier(table))).fetchone()[0])
+
+    def finish(self, commit: bool) -> None:
+        """COMMIT (real run) or ROLLBACK (dry run), release the lock; ANALYZE after a commit."""
+        self.fail_hook("before-commit")
+        try:
+            self.conn.execute("COMMIT" if commit else "ROLLBACK")
+        except psycopg.Error as exc:
+            self.abort()
+            raise DatabaseError(f"COMMIT failed: {describe(exc)}; nothing was committed") from None
+        self._unlock()
+        if commit:
+            for table in masschema.TARGET_TABLES:
+                self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        self.conn.close()
+
+    def _unlock(self) -> None:
+        if self._locked and self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            except psycopg.Error:
+                pass  # the session lock ends with the connection anyway
+            self._locked = False
+
+    def abort(self) -> None:
+        """Roll back everything and close; safe to call twice."""
+        if self.conn is None or self.conn.closed:
+            return
+        try:
+            if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            pass
+        self._unlock()
+        self.conn.close()

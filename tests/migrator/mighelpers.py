@@ -1,0 +1,41 @@
+"""Helpers for the migrator tests: run SQL, run a migration with fixed randomness, read MAS rows."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import psycopg
+from migrator.run import MigrateOptions, migrate
+
+SERVER = "example.org"
+PROVIDER_ULID = "01HZX0G3P0V9Y8C6D5E4F3A2B1"  # the MAS config id of the test OIDC provider
+RUN_START = datetime(2026, 8, 1, 12, 0, 0, tzinfo=timezone.utc)
+RUN_START_MS = 1785585600000
+KEY = b"k" * 32
+
+
+def execute(uri: str, statements: str, params: dict | None = None) -> None:
+    """Run SQL (several statements allowed without params) in autocommit mode."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(statements, params)
+
+
+def rows(uri: str, query: str, params: tuple | dict | None = None) -> list[tuple]:
+    """All rows of a query."""
+    with psycopg.connect(uri) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def add_provider(mas_uri: str, ulid: str = PROVIDER_ULID, disabled: bool = False) -> None:
+    """What `mas-cli config sync` would have written for the test provider."""
+    from migrator.ids import ulid_to_uuid
+
+    execute(mas_uri, "INSERT INTO upstream_oauth_providers (upstream_oauth_provider_id, scope, client_id, "
+                     "token_endpoint_auth_method, created_at, disabled_at) VALUES (%(id)s, 'openid', 'client', "
+                     "'client_secret_basic', now(), CASE WHEN %(d)s THEN now() END)",
+            {"id": ulid_to_uuid(ulid), "d": disabled})
+
+
+def run(synapse, mas_uri: str, mapping: dict | None = None, **opts):
+    """Migrate with the fixed key and run start of these tests."""
+    options = MigrateOptions(server_name=SERVER, id_key=KEY, run_start=RUN_START, **opts)
+    return migrate(synapse, mas_uri, {"oidc-dex": PROVIDER_ULID} if mapping is None else mapping, options)
