@@ -50,5 +50,75 @@ def main() -> None:
     """Move a Matrix homeserver's authentication from Synapse to MAS without logging anyone out."""
 
 
+def _connection_options(func):
+    """Options shared by `migrate` and `verify`: configurations and database overrides."""
+    for option in reversed([
+        synapse_config_option,
+        mas_config_option,
+        click.option("--synapse-database-uri", metavar="URI",
+                     help="libpq URI of the Synapse database (replaces its `database` section)."),
+        click.option("--synapse-sqlite", metavar="PATH", help="Synapse SQLite database file (read-only)."),
+        click.option("--mas-database-uri", metavar="URI", help="libpq URI of the MAS database (replaces "
+                                                                "MAS `database`)."),
+        click.option("--ignore-missing-auth-providers", is_flag=True,
+                     help="Skip links whose Synapse provider has no MAS provider instead of refusing."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _connection_args(kw: dict):
+    from migrator.commands import ConnectionArgs
+
+    return ConnectionArgs(kw.pop("synapse_configs"), kw.pop("mas_configs"), kw.pop("synapse_database_uri"),
+                          kw.pop("synapse_sqlite"), kw.pop("mas_database_uri"))
+
+
+@main.command()
+@_connection_options
+@click.option("--dry-run", is_flag=True, help="Do everything in one transaction, then roll it back.")
+@click.option("--report", "report_path", default="syn2mas-migration-report.json", metavar="FILE",
+              show_default=True, help="Write the JSON migration report here.")
+@click.option("--assume-synapse-stopped", is_flag=True,
+              help="Trust that Synapse is stopped when syn2mas cannot prove it (read-only role, SQLite).")
+@click.pass_context
+def migrate(ctx: click.Context, **kw) -> None:
+    """Copy users, emails, links, sessions and tokens from Synapse into an empty MAS database, atomically."""
+    from migrator.commands import migrate_command
+
+    conn = _connection_args(kw)
+    ctx.exit(migrate_command(conn, dry_run=kw["dry_run"], report_path=kw["report_path"],
+                             ignore_missing_providers=kw["ignore_missing_auth_providers"],
+                             assume_synapse_stopped=kw["assume_synapse_stopped"]))
+
+
+@main.command()
+@_connection_options
+@click.option("--report", "report_path", metavar="FILE", help="Write the JSON verification report here.")
+@click.option("--migration-report", metavar="FILE",
+              help="The report of the migration, to tell Synapse changes since then from missing rows.")
+@click.option("--samples", default=100, show_default=True, help="Number of users compared field by field.")
+@click.option("--seed", default=0, show_default=True, help="Seed choosing the sampled users.")
+@click.pass_context
+def verify(ctx: click.Context, **kw) -> None:
+    """Reconcile MAS with Synapse: counts per entity and sampled users (exit 10 on any difference)."""
+    from migrator.commands import verify_command
+
+    conn = _connection_args(kw)
+    ctx.exit(verify_command(conn, report_path=kw["report_path"], migration_report=kw["migration_report"],
+                            ignore_missing_providers=kw["ignore_missing_auth_providers"],
+                            samples=kw["samples"], seed=kw["seed"]))
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the throwaway PostgreSQL and files, and print where they are.")
+@click.pass_context
+def demo(ctx: click.Context, keep: bool) -> None:
+    """Run generate → check → migrate → verify on a small bundled Synapse into a throwaway PostgreSQL."""
+    from migrator.demo import run_demo
+
+    ctx.exit(run_demo(keep=keep))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

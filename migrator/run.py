@@ -40,8 +40,9 @@ class MigrateOptions:
     run_start: datetime | None = None
     batch_size: int = 5000
     progress_interval: float = 5.0
-    # Extra pre-migration checks (the database check rules), called with the open Synapse source inside
-    # the migration's snapshot; they raise to refuse.
+    # Pre-migration checks, called with the open Synapse source inside the migration's snapshot before
+    # anything is written; they raise (e.g. guards.MigrationRefused) to refuse. Empty: the migrator's own
+    # guard (guards.ensure_migratable) runs instead.
     pre_checks: list[Callable[[SynapseSource], None]] = field(default_factory=list)
     # Test-only: called with each writer step name; raising there simulates a crash at that step.
     fail_hook: Callable[[str], None] | None = None
@@ -91,9 +92,10 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
         if owns_source else source
     try:
         report.source_kind = src.kind
-        guards.ensure_migratable(src, server_name=options.server_name, mapping=mapping,
-                                 ignore_missing_providers=options.ignore_missing_providers)
-        for check in options.pre_checks:
+        checks = options.pre_checks or [lambda s: guards.ensure_migratable(
+            s, server_name=options.server_name, mapping=mapping,
+            ignore_missing_providers=options.ignore_missing_providers)]
+        for check in checks:
             check(src)
         progress = Progress(options.progress_interval)
         writer = MasWriter(mas_uri, batch_size=options.batch_size, progress=progress, fail_hook=options.fail_hook)

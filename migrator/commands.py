@@ -1,0 +1,119 @@
+"""The bodies of `syn2mas migrate` and `syn2mas verify` (cli.py only parses options and exits).
+
+Each returns the process exit code: 0 success, 10 refused (blocking findings) or verification
+mismatch; runtime failures raise Syn2MasError (exit 1, printed by the CLI without a traceback).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import click
+
+from engine.configdoc import load_mas_config, load_synapse_config
+
+from . import guards
+from .report import MigrationReport
+from .run import MigrateOptions, migrate
+from .settings import MigrationSettings, resolve
+from .source import SynapseSource, SynapseStillRunning
+from .verify import reconciliation_lines, verify
+from .writer import MasRefused
+
+EXIT_OK = 0
+EXIT_REFUSED = 10
+
+
+@dataclass
+class ConnectionArgs:
+    """The connection options shared by `migrate` and `verify`."""
+
+    synapse_configs: tuple[str, ...]
+    mas_configs: tuple[str, ...]
+    synapse_database_uri: str | None = None
+    synapse_sqlite: str | None = None
+    mas_database_uri: str | None = None
+
+    def settings(self) -> MigrationSettings:
+        """Load both configurations and resolve the databases and the provider mapping."""
+        synapse = load_synapse_config(list(self.synapse_configs), skip_patch_overlays=True)
+        mas = load_mas_config(list(self.mas_configs))
+        return resolve(synapse, mas, synapse_database_uri=self.synapse_database_uri,
+                       synapse_sqlite=self.synapse_sqlite, mas_database_uri_override=self.mas_database_uri)
+
+
+def setup_logging() -> None:
+    """Progress lines (counts only) to stderr."""
+    logger = logging.getLogger("syn2mas")
+    if not any(getattr(h, "_syn2mas", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler._syn2mas = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def pre_migration_checks(settings: MigrationSettings, *, ignore_missing_providers: bool):
+    """HOOK: the checks `migrate` runs inside its Synapse snapshot before writing (data-migration.md §1.3).
+
+    Returns callables taking the open SynapseSource; each raises to refuse (exit 10). Today this is the
+    migrator's guard (foreign-server-users, orphan-rows, oauth-delegated-leftovers, unmapped providers,
+    duplicate-upstream-links); the database check rules (engine/dbchecks.py, checks.md 4.3) plug in here,
+    raising `guards.MigrationRefused` on any error finding. The MAS-side rules are repeated by the
+    writer inside its transaction (migrator/writer.py).
+    """
+    def guard(source: SynapseSource) -> None:
+        guards.ensure_migratable(source, server_name=settings.server_name, mapping=settings.mapping,
+                                 ignore_missing_providers=ignore_missing_providers)
+
+    return [guard]
+
+
+def migrate_command(conn: ConnectionArgs, *, dry_run: bool, report_path: str | None,
+                    ignore_missing_providers: bool, assume_synapse_stopped: bool) -> int:
+    """`syn2mas migrate`: returns the exit code."""
+    setup_logging()
+    settings = conn.settings()
+    options = MigrateOptions(server_name=settings.server_name, dry_run=dry_run,
+                             ignore_missing_providers=ignore_missing_providers,
+                             assume_synapse_stopped=assume_synapse_stopped,
+                             pre_checks=pre_migration_checks(settings,
+                                                             ignore_missing_providers=ignore_missing_providers))
+    if dry_run:
+        click.echo("dry run: the eight MAS tables are locked exclusively until the rollback; "
+                   "do not run this against a MAS instance that serves users", err=True)
+    try:
+        report = migrate(settings.synapse_database, settings.mas_uri, settings.mapping, options)
+    except (guards.MigrationRefused, MasRefused, SynapseStillRunning) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_REFUSED
+    if report_path:
+        report.write(report_path)
+    print_summary(report, report_path)
+    return EXIT_OK
+
+
+def print_summary(report: MigrationReport, report_path: str | None) -> None:
+    """Human summary of a migration on stdout."""
+    verb = "dry run finished, rolled back" if report.mode == "dry-run" else "migration committed"
+    click.echo(f"{verb} in {report.timings_s['total']:.1f} s (MAS schema {report.mas_schema_version})")
+    for line in report.summary_lines():
+        click.echo("  " + line)
+    if report_path:
+        click.echo(f"report written to {report_path}")
+
+
+def verify_command(conn: ConnectionArgs, *, report_path: str | None, migration_report: str | None,
+                   ignore_missing_providers: bool, samples: int, seed: int) -> int:
+    """`syn2mas verify`: 0 when everything matches, 10 otherwise."""
+    setup_logging()
+    settings = conn.settings()
+    report = verify(settings.synapse_database, settings.mas_uri, settings.mapping,
+                    server_name=settings.server_name, ignore_missing_providers=ignore_missing_providers,
+                    sample_size=samples, sample_seed=seed, migration_report=migration_report)
+    for line in reconciliation_lines(report):
+        click.echo(line)
+    if report_path:
+        report.write(report_path)
+    return EXIT_OK if report.reconciled else EXIT_REFUSED
