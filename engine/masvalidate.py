@@ -21,7 +21,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from .configdoc import ConfigDoc
 from .errors import ConfigError
 from .findings import Finding, sort_findings
-from .locations import Path, format_path
+from .locations import Location, Path, format_path
 from .masrules import RULES, Violation, is_valid_mailbox, run_rules
 
 RULE_ID = "mas-config-invalid"
@@ -32,6 +32,8 @@ ULID_PATTERN = "^[0123456789ABCDEFGHJKMNPQRSTVWXYZ]{26}$"
 # RFC 3986: a scheme, then only unreserved, reserved and percent-encoded characters.
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_KEY_NAME = re.compile(r"[A-Za-z][a-z0-9_]*")
+_HEXISH = re.compile(r"[0-9a-f]{16,}")
 _TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
                "array": "a list", "object": "a mapping", "null": "null"}
 _FORMAT_WORDS = {"uri": "an absolute URI such as `https://example.com/`", "hostname": "a host name",
@@ -380,15 +382,32 @@ def _schema_finding(doc: ConfigDoc, p: _Problem) -> Finding:
                    details={"schema_keyword": p.keyword, "schema_definition": p.where})
 
 
+def looks_like_key_name(name: str) -> bool:
+    """Whether an unknown key may be printed: a short snake_case word, not something like a misplaced secret.
+
+    A mis-indented value (``encryption:`` followed by the key on the next line, one level up) turns a secret
+    into a mapping key; such a key is never echoed.
+    """
+    return len(name) <= 40 and bool(_KEY_NAME.fullmatch(name)) and not _HEXISH.fullmatch(name)
+
+
 def _unknown_note(doc: ConfigDoc, path: Path, known: list[str]) -> Finding:
-    name = str(path[-1])
+    name, parent = str(path[-1]), format_path(path[:-1])
+    where = "at the top level" if len(path) == 1 else f"in `{parent}`"
+    fix = "Fix the spelling or remove the key; MAS's configuration reference lists the keys."
+    if not looks_like_key_name(name):
+        at = doc.locate(path)
+        return Finding(rule=NOTE_RULE, severity="info", scope=SCOPE, option="unknown-key",
+                       location=Location(at.file, at.line, at.column, parent),
+                       message=f"a key {where} is not a key MAS knows and does not look like a key name (it may be "
+                               "a misplaced value, so it is not shown); MAS ignores it",
+                       remediation="Check the indentation at this line; " + fix)
     guess = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"; did you mean `{guess[0]}`?" if guess else ""
-    where = "at the top level" if len(path) == 1 else f"in `{format_path(path[:-1])}`"
     return Finding(rule=NOTE_RULE, severity="info", scope=SCOPE, location=doc.locate(path), option="unknown-key",
                    message=f"`{format_path(path)}` is not a key MAS knows {where}, so MAS ignores it{hint}",
-                   remediation="Fix the spelling or remove the key; MAS's configuration reference lists the keys.")
+                   remediation=fix)
 
 
-__all__ = ["RULE_ID", "RULES", "format_checker", "is_valid_mailbox", "schema_problems", "unknown_keys",
-           "validate_mas_config"]
+__all__ = ["RULE_ID", "RULES", "format_checker", "is_valid_mailbox", "looks_like_key_name", "schema_problems",
+           "unknown_keys", "validate_mas_config"]

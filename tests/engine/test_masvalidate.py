@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from engine.configdoc import ConfigDoc, load_mas_config
 from engine.errors import ConfigError
 from engine.masrules import RULES, key_kind, rule_table
-from engine.masvalidate import RULE_ID, format_checker, is_valid_mailbox, validate_mas_config
+from engine.masvalidate import RULE_ID, format_checker, is_valid_mailbox, looks_like_key_name, validate_mas_config
 from translator.fresh import fresh_mas_config
 from translator.randomness import Entropy
 
@@ -548,11 +548,30 @@ def test_free_form_maps_and_other_branch_keys_are_not_unknown(base_config, schem
     assert [f.option for f in run(cfg, schema_path)] == ["MAS-H2"]
 
 
-def test_non_string_keys_are_named_as_text(base_config, schema_path):
+def test_a_key_that_looks_like_a_secret_is_never_shown(tmp_path, schema_path):
+    secret = "Zq8vN2" + HEX64[:26]
+    path = tmp_path / "mas.yaml"
+    # The operator forgot to indent the value of `encryption`: it became a key of `secrets`.
+    path.write_text(f"secrets:\n  encryption:\n  {secret}: null\n  keys: [{{key_file: /k}}]\n"
+                    "matrix: {secret_file: /m}\n")
+    notes = [f for f in validate_mas_config(load_mas_config([str(path)]), schema_path) if f.rule == "note"]
+    assert len(notes) == 1
+    assert secret not in notes[0].message + notes[0].location.key_path
+    assert (notes[0].location.line, notes[0].location.key_path) == (3, "secrets")
+
+
+@pytest.mark.parametrize("name,shown", [("passwrods", True), ("client_secrt", True), ("Passwords", True),
+                                        ("deadbeefdeadbeef00", False), ("x" * 41, False), ("0abc", False),
+                                        ("hunter2Pass", False), ("a b", False)])
+def test_which_unknown_key_names_are_shown(name, shown):
+    assert looks_like_key_name(name) is shown
+
+
+def test_non_string_keys_are_noted_without_being_shown(base_config, schema_path):
     cfg = copy.deepcopy(base_config)
     cfg[7] = "x"
     [note] = run(cfg, schema_path)
-    assert note.location.key_path == "7"
+    assert note.location.key_path == "" and "does not look like a key name" in note.message
 
 
 # ---------------------------------------------------------------- positions in real files
