@@ -54,7 +54,8 @@ def test_fixture_passes_all_preconditions(mas_db):
         assert masschema.found_version(conn) == 20260720134722
 
 
-def test_schema_problems_detected(mas_db):
+def test_schema_problems_detected(fresh_mas_db):
+    mas_db = fresh_mas_db
     with psycopg.connect(mas_db, autocommit=True) as conn:
         conn.execute("DELETE FROM _sqlx_migrations WHERE version = 20260720134722")
         assert any("latest applied" in p for p in masschema.schema_problems(conn))
@@ -67,7 +68,8 @@ def test_schema_problems_detected(mas_db):
         assert "no `_sqlx_migrations`" in masschema.schema_problems(conn)[0]
 
 
-def test_emptiness_and_provider_problems(mas_db):
+def test_emptiness_and_provider_problems(fresh_mas_db):
+    mas_db = fresh_mas_db
     execute(mas_db, "INSERT INTO users (user_id, username, created_at) VALUES (gen_random_uuid(), 'x', now());"
                     "CREATE TABLE syn2mas_restore_indices (x int)")
     with psycopg.connect(mas_db) as conn:
