@@ -17,6 +17,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .configdoc import ConfigDoc
+from .findings import Finding
 from .locations import Path, format_path
 
 # Secret and key files are small; a bound keeps a mistaken path (a device, a huge file) harmless.
@@ -25,6 +27,8 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX64_BYTES = re.compile(rb"[0-9a-fA-F]{64}")
 # RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+RULE_ID = "mas-config-invalid"
+SCOPE = "synapse+mas"
 _SECRET_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt")
 _UNVERIFIABLE_FIX = ("Run the lint where the file is readable (as the user MAS runs as), or acknowledge this "
                      "warning if the file only exists on the MAS host.")
@@ -125,6 +129,17 @@ def run_rules(data: Any, base_dir: str | None = None) -> list[Violation]:
         return []
     ctx = RuleContext(data, base_dir)
     return [v for r in RULES for v in r.check(ctx)]
+
+
+def violation_finding(doc: ConfigDoc, v: Violation) -> Finding:
+    """The ``mas-config-invalid`` finding for one violation, located at its node (``option`` = the MAS rule id)."""
+    return Finding(rule=RULE_ID, severity=v.severity, message=v.message, location=doc.locate(v.path), scope=SCOPE,
+                   remediation=v.remediation, provider=v.provider, option=v.rule, details={"mas_rule": v.rule})
+
+
+def rule_findings(doc: ConfigDoc, *, base_dir: str | None = None) -> list[Finding]:
+    """The mapping.md 6.2 rules alone (no schema, no jsonschema import), as findings in table order."""
+    return [violation_finding(doc, v) for v in run_rules(doc.data, base_dir)]
 
 
 # ---------------------------------------------------------------- helpers
@@ -745,8 +760,10 @@ def _r1(ctx: RuleContext) -> Iterator[Violation]:
                             "Use a positive rate, e.g. `0.05` (one attempt every 20 seconds).")
 
 
-_SAMPLE_RATES: tuple[Path, ...] = (("telemetry", "sentry", "sample_rate"), ("telemetry", "sentry", "traces_sample_rate"),
-                                   ("telemetry", "tracing", "sample_rate"))
+_SAMPLE_RATES: tuple[Path, ...] = (
+    ("telemetry", "sentry", "sample_rate"), ("telemetry", "sentry", "traces_sample_rate"),
+    ("telemetry", "tracing", "sample_rate"),
+)
 
 
 @_rule("MAS-T1", "telemetry", "a sample rate outside [0, 1]")

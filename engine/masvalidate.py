@@ -22,10 +22,8 @@ from .configdoc import ConfigDoc
 from .errors import ConfigError
 from .findings import Finding, sort_findings
 from .locations import Location, Path, format_path
-from .masrules import RULES, Violation, is_valid_mailbox, run_rules
+from .masrules import RULE_ID, RULES, SCOPE, is_valid_mailbox, run_rules, violation_finding
 
-RULE_ID = "mas-config-invalid"
-SCOPE = "synapse+mas"
 NOTE_RULE = "note"
 ULID_PATTERN = "^[0123456789ABCDEFGHJKMNPQRSTVWXYZ]{26}$"
 
@@ -102,9 +100,11 @@ def _load_schema(schema_path: str) -> dict:
     return schema
 
 
-def _validator(schema_path: str) -> Draft7Validator:
+@functools.lru_cache(maxsize=8)
+def _compiled(schema_path: str) -> tuple[Draft7Validator, "_Schema"]:
+    """The validator (with our format checker) and the subschema index for one schema file, built once."""
     schema = _load_schema(schema_path)
-    return Draft7Validator(schema, format_checker=format_checker())
+    return Draft7Validator(schema, format_checker=format_checker()), _Schema(schema)
 
 
 class _Schema:
@@ -142,7 +142,9 @@ class _Schema:
 # ---------------------------------------------------------------- schema errors in plain words
 
 @dataclass(frozen=True)
-class _Problem:
+class SchemaProblem:
+    """One schema violation in plain words: key path, message and fix (no values), keyword, definition name."""
+
     path: Path
     message: str
     remediation: str
@@ -207,14 +209,16 @@ def _leaf(error: ValidationError, path: Path) -> tuple[str, str]:
 
 
 class _Explainer:
+    """Turns jsonschema errors into :class:`SchemaProblem` records, following combinators to the real cause."""
+
     def __init__(self, schema: _Schema):
         self.schema = schema
 
-    def problem(self, error: ValidationError, path: Path, message: str, fix: str) -> _Problem:
+    def problem(self, error: ValidationError, path: Path, message: str, fix: str) -> SchemaProblem:
         where = self.schema.names.get(id(error.schema), "")
-        return _Problem(path, message, fix, str(error.validator), where)
+        return SchemaProblem(path, message, fix, str(error.validator), where)
 
-    def explain(self, error: ValidationError) -> Iterator[_Problem]:
+    def explain(self, error: ValidationError) -> Iterator[SchemaProblem]:
         path = tuple(error.absolute_path)
         kw = error.validator
         if kw == "required":
@@ -227,7 +231,7 @@ class _Explainer:
         else:
             yield self.problem(error, path, *_leaf(error, path))
 
-    def alternatives(self, error: ValidationError, path: Path) -> Iterator[_Problem]:
+    def alternatives(self, error: ValidationError, path: Path) -> Iterator[SchemaProblem]:
         branches = [self.schema.resolve(b) for b in error.validator_value]
         branches = [b if isinstance(b, dict) else {} for b in branches]
         inst = error.instance
@@ -281,11 +285,11 @@ def _discriminator(branches: list[dict]) -> str | None:
     return None
 
 
-def schema_problems(schema_path: str, data: Any) -> list[_Problem]:
+def schema_problems(schema_path: str, data: Any) -> list[SchemaProblem]:
     """Schema violations of ``data`` in plain words, one per offending key, deduplicated."""
-    validator = _validator(schema_path)
-    explainer = _Explainer(_Schema(validator.schema))
-    out: dict[tuple[Path, str], _Problem] = {}
+    validator, schema = _compiled(schema_path)
+    explainer = _Explainer(schema)
+    out: dict[tuple[Path, str], SchemaProblem] = {}
     for error in validator.iter_errors(data):
         for problem in explainer.explain(error):
             out.setdefault((problem.path, problem.message), problem)
@@ -296,8 +300,7 @@ def schema_problems(schema_path: str, data: Any) -> list[_Problem]:
 
 def unknown_keys(schema_path: str, data: Any) -> list[tuple[Path, list[str]]]:
     """Keys MAS does not know (and ignores), with the keys it does know at that place."""
-    validator = _validator(schema_path)
-    schema = _Schema(validator.schema)
+    validator, schema = _compiled(schema_path)
     found: dict[Path, list[str]] = {}
     _walk_unknown(validator, schema, data, validator.schema, (), found)
     return sorted(found.items(), key=lambda item: format_path(item[0]))
@@ -361,7 +364,7 @@ def validate_mas_config(doc: ConfigDoc, schema_path: str, *, base_dir: str | Non
     violations = run_rules(doc.data, base_dir)
     # A rule that explains a schema failure at the same key more precisely replaces it (MAS-S2, MAS-T1).
     covered = {(v.path, keyword) for v in violations for keyword in v.supersedes}
-    findings = [_rule_finding(doc, v) for v in violations]
+    findings = [violation_finding(doc, v) for v in violations]
     for problem in schema_problems(schema_path, doc.data):
         if (problem.path, problem.keyword) not in covered:
             findings.append(_schema_finding(doc, problem))
@@ -370,12 +373,7 @@ def validate_mas_config(doc: ConfigDoc, schema_path: str, *, base_dir: str | Non
     return sort_findings(findings)
 
 
-def _rule_finding(doc: ConfigDoc, v: Violation) -> Finding:
-    return Finding(rule=RULE_ID, severity=v.severity, message=v.message, location=doc.locate(v.path), scope=SCOPE,
-                   remediation=v.remediation, provider=v.provider, option=v.rule, details={"mas_rule": v.rule})
-
-
-def _schema_finding(doc: ConfigDoc, p: _Problem) -> Finding:
+def _schema_finding(doc: ConfigDoc, p: SchemaProblem) -> Finding:
     where = f" ({p.where})" if p.where else ""
     return Finding(rule=RULE_ID, severity="error", message=f"schema{where}: {p.message}; MAS refuses to start",
                    location=doc.locate(p.path), scope=SCOPE, remediation=p.remediation, option=f"schema:{p.keyword}",
@@ -409,5 +407,5 @@ def _unknown_note(doc: ConfigDoc, path: Path, known: list[str]) -> Finding:
                    remediation=fix)
 
 
-__all__ = ["RULE_ID", "RULES", "format_checker", "is_valid_mailbox", "looks_like_key_name", "schema_problems",
-           "unknown_keys", "validate_mas_config"]
+__all__ = ["RULE_ID", "RULES", "SchemaProblem", "format_checker", "is_valid_mailbox", "looks_like_key_name",
+           "schema_problems", "unknown_keys", "validate_mas_config"]

@@ -1,4 +1,4 @@
-"""A fresh MAS configuration as `mas-cli config generate` writes it (mapping.md 5), and the `--secrets-dir` split (5.11)."""
+"""A fresh MAS configuration as `mas-cli config generate` writes it (mapping.md 5); the `--secrets-dir` split (5.11)."""
 from __future__ import annotations
 
 import copy

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from engine.configdoc import ConfigDoc, load_mas_config
 from engine.errors import ConfigError
-from engine.masrules import RULES, key_kind, rule_table
+from engine.masrules import RULES, key_kind, rule_findings, rule_table
 from engine.masvalidate import RULE_ID, format_checker, is_valid_mailbox, looks_like_key_name, validate_mas_config
 from translator.fresh import fresh_mas_config
 from translator.randomness import Entropy
@@ -428,6 +428,14 @@ def test_rule_table_matches_the_spec_and_every_rule_has_a_firing_case():
     assert rule_table()[5] == {"id": "MAS-K3", "section": "secrets", "origin": RULES[5].origin,
                                "summary": RULES[5].summary}
     assert {rule for rule, *_ in FIRING} == set(SPEC_RULE_IDS)
+
+
+def test_rule_findings_without_a_schema(base_config):
+    cfg = copy.deepcopy(base_config)
+    cfg["matrix"]["secret_file"] = "/m"
+    cfg["database"]["max_connections"] = 0  # a schema error: not reported without the schema
+    [finding] = rule_findings(ConfigDoc(data=cfg))
+    assert (finding.rule, finding.option, finding.location.key_path) == (RULE_ID, "MAS-M1", "matrix.secret_file")
 
 
 def test_relative_file_paths_are_read_from_base_dir(base_config, schema_path, tmp_path):
