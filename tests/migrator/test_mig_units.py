@@ -1,0 +1,81 @@
+"""Unit-level behaviour of the migrator's small modules (no database needed)."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from engine.errors import DatabaseError
+from migrator.ids import IdFactory, provider_uuid, ulid_ms
+from migrator.ipaddr import parse_ip
+from migrator.pipeline import localpart
+from migrator.progress import Progress
+from migrator.source import connection_kwargs
+
+
+def test_ids_are_stable_per_key_and_time_prefixed():
+    a, b = IdFactory(b"1" * 32), IdFactory(b"2" * 32)
+    x = a.make(1530393962000, "users", "@a:example.org")
+    assert x == a.make(1530393962000, "users", "@a:example.org")
+    assert str(x).startswith("01645296-a610-")
+    assert ulid_ms(x) == 1530393962000
+    y = b.make(1530393962000, "users", "@a:example.org")
+    assert ulid_ms(y) == ulid_ms(x) and y != x
+    assert a.make(0, "users", "@a:example.org") != a.make(0, "user_passwords", "@a:example.org")
+    assert ulid_ms(a.make(-5, "users", "x")) == 0
+    assert IdFactory().make(1, "k", "x") != IdFactory().make(1, "k", "x")  # fresh random key per run
+
+
+def test_provider_uuid_accepts_ulid_and_uuid():
+    u = provider_uuid("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert u == uuid.UUID("01563e3a-b5d3-d676-4c61-efb99302bd5b")
+    assert provider_uuid(str(u)) == u
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("1.2.3.4", ("1.2.3.4", False)), ("0.0.0.0", ("0.0.0.0", False)), ("::1", ("::1", False)),
+    ("2001:DB8::1", ("2001:db8::1", False)), (None, (None, False)), ("-", (None, False)),
+    ("01.2.3.4", (None, True)), ("1.2.3.4:80", (None, True)), ("[::1]", (None, True)), ("fe80::1%lo", (None, True)),
+    ("1.2.3", (None, True)), (" 1.2.3.4", (None, True)), ("", (None, True)), ("::ffff:1.2.3.004", (None, True)),
+])
+def test_parse_ip(value, expected):
+    assert parse_ip(value) == expected
+
+
+@pytest.mark.parametrize("user_id,local", [
+    ("@alice:example.org", "alice"), ("@Bob:example.org", "Bob"), ("@a:example.org:8448", None),
+    ("alice:example.org", None), ("@alice", None), ("@a:b:example.org", None), ("@:example.org", ""),
+])
+def test_localpart(user_id, local):
+    assert localpart(user_id, "example.org") == local
+
+
+def test_localpart_with_port_in_server_name():
+    assert localpart("@a:example.org:8448", "example.org:8448") == "a"
+
+
+def test_connection_kwargs_like_synapse():
+    kw = connection_kwargs({"name": "psycopg2", "args": {"user": "s", "password": "p", "database": "syn",
+                                                         "host": "db", "port": 5433, "cp_min": 5, "cp_max": 10,
+                                                         "sslmode": "verify-full", "keepalives_idle": 10}})
+    assert kw == {"user": "s", "password": "p", "dbname": "syn", "host": "db", "port": "5433",
+                  "sslmode": "verify-full", "keepalives_idle": "10", "application_name": "syn2mas-synapse"}
+    assert connection_kwargs({"args": {"application_name": "mine"}})["application_name"] == "mine"
+    with pytest.raises(DatabaseError, match="both `dbname` and `database`"):
+        connection_kwargs({"args": {"dbname": "a", "database": "b"}})
+
+
+def test_progress_lines_every_interval_with_rate_and_eta():
+    now = [0.0]
+    lines: list[str] = []
+    p = Progress(interval=5.0, clock=lambda: now[0], emit=lines.append)
+    p.phase("phase 1 users", 4096)
+    for _ in range(1024):
+        p.tick()
+    assert lines == []          # less than 5 s passed
+    now[0] = 6.0
+    for _ in range(1024):
+        p.tick()
+    assert lines == ["phase 1 users: 2048 rows read, 341 rows/s, ~50% of ~4096, ETA 0:06"]
+    p.done()
+    assert lines[-1] == "phase 1 users: done, 2048 rows in 6.0 s"
