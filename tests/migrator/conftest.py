@@ -13,13 +13,8 @@ import psycopg
 import pytest
 
 from migrator import pgserver
-from mighelpers import add_provider
+from mighelpers import MAS_TABLES, SYNAPSE_TABLES, add_provider
 
-SYNAPSE_TABLES = "users, user_threepids, user_external_ids, devices, access_tokens, refresh_tokens"
-MAS_TABLES = ("users, user_passwords, user_emails, user_unsupported_third_party_ids, upstream_oauth_links, "
-              "compat_sessions, compat_access_tokens, compat_refresh_tokens, upstream_oauth_providers, "
-              "user_sessions, oauth2_sessions, user_terms, personal_sessions, user_session_authentications, "
-              "user_recovery_tickets, compat_sso_logins, upstream_oauth_authorization_sessions")
 _n = itertools.count()
 
 

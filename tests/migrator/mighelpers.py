@@ -11,6 +11,12 @@ PROVIDER_ULID = "01HZX0G3P0V9Y8C6D5E4F3A2B1"  # the MAS config id of the test OI
 RUN_START = datetime(2026, 8, 1, 12, 0, 0, tzinfo=timezone.utc)
 RUN_START_MS = 1785585600000
 KEY = b"k" * 32
+# Tables emptied between tests (CASCADE also empties tables referencing them).
+SYNAPSE_TABLES = "users, user_threepids, user_external_ids, devices, access_tokens, refresh_tokens"
+MAS_TABLES = ("users, user_passwords, user_emails, user_unsupported_third_party_ids, upstream_oauth_links, "
+              "compat_sessions, compat_access_tokens, compat_refresh_tokens, upstream_oauth_providers, "
+              "user_sessions, oauth2_sessions, user_terms, personal_sessions, user_session_authentications, "
+              "user_recovery_tickets, compat_sso_logins, upstream_oauth_authorization_sessions")
 
 
 def execute(uri: str, statements: str, params: dict | None = None) -> None:

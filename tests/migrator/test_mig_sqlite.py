@@ -1,0 +1,124 @@
+"""SQLite source: same MAS rows as PostgreSQL for the same Synapse rows; read-only; schema guard."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+
+import pytest
+
+from engine.errors import DatabaseError
+from migrator.demo import build_sqlite
+from migrator.masschema import TARGET_TABLES
+from migrator.source import open_source
+from mighelpers import add_provider, execute, rows, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO_SQL = os.path.join(ROOT, "fixtures", "demo", "synapse.sql")
+DEMO_PROVIDER = "01JZ0DEMQ0DEX0PR0V1DER0000"
+MAPPING = {"oidc-dex": DEMO_PROVIDER}
+SERVER = "demo.example"
+
+
+def demo_inserts() -> str:
+    with open(DEMO_SQL, encoding="utf-8") as fh:
+        text = fh.read()
+    return text[text.index("INSERT INTO"):]
+
+
+def mas_rows(uri: str) -> dict[str, list]:
+    return {t: sorted(rows(uri, f"SELECT * FROM {t}"), key=repr) for t in TARGET_TABLES}
+
+
+def run_demo(source, mas_uri):
+    from migrator.run import MigrateOptions, migrate
+    from mighelpers import KEY, RUN_START
+
+    return migrate(source, mas_uri, MAPPING, MigrateOptions(server_name=SERVER, id_key=KEY, run_start=RUN_START,
+                                                            assume_synapse_stopped=True))
+
+
+def test_sqlite_and_postgresql_give_identical_mas_rows(tmp_path, synapse_db, mas_db, fresh_mas_db):
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    execute(synapse_db, demo_inserts())
+    for uri in (mas_db, fresh_mas_db):
+        add_provider(uri, DEMO_PROVIDER)
+    from_sqlite = run_demo(db, mas_db)
+    from_pg = run_demo(synapse_db, fresh_mas_db)
+    assert from_sqlite.source_kind == "sqlite" and from_pg.source_kind == "postgresql"
+    assert from_sqlite.to_dict()["entities"] == from_pg.to_dict()["entities"]
+    assert from_sqlite.anomalies == from_pg.anomalies
+    # same key, same clock: ids included, every row is the same
+    sqlite_rows, pg_rows = mas_rows(mas_db), mas_rows(fresh_mas_db)
+    assert sqlite_rows == pg_rows
+    assert sum(len(v) for v in sqlite_rows.values()) > 20
+
+
+def test_sqlite_file_is_never_written(tmp_path, mas_db):
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    add_provider(mas_db, DEMO_PROVIDER)
+    before = hashlib.sha256(open(db, "rb").read()).hexdigest()
+    mtime = os.stat(db).st_mtime_ns
+    assert run_demo(db, mas_db).reconciled
+    assert hashlib.sha256(open(db, "rb").read()).hexdigest() == before
+    assert os.stat(db).st_mtime_ns == mtime
+    assert not os.path.exists(db + "-journal") and not os.path.exists(db + "-wal")
+
+
+def test_sqlite_handle_refuses_writes(tmp_path):
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    with open_source(db) as source:
+        with pytest.raises(sqlite3.OperationalError):
+            source.conn.execute("DELETE FROM users")
+
+
+def test_sqlite_open_elsewhere_blocks_a_real_run(tmp_path, mas_db):
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", f"import sqlite3, time; c = sqlite3.connect({db!r}); "
+                               "c.execute('SELECT 1 FROM users').fetchall(); print('ready', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        from migrator.source import SynapseStillRunning
+
+        with pytest.raises(SynapseStillRunning, match="other process"):
+            open_source(db, exclusive=True)
+        with open_source(db, exclusive=False) as source:  # a dry run or check is fine
+            assert source.kind == "sqlite"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_schema_guard_names_missing_columns(tmp_path):
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE devices DROP COLUMN hidden")
+    conn.commit()
+    conn.close()
+    with pytest.raises(DatabaseError, match=r"`devices.hidden`"):
+        open_source(db)
+
+
+def test_missing_locked_column_counts_as_false(fresh_synapse_db, mas):
+    execute(fresh_synapse_db, "ALTER TABLE users DROP COLUMN locked; ALTER TABLE users DROP COLUMN approved;"
+                              "INSERT INTO users (name, creation_ts) VALUES ('@a:example.org', 1)")
+    assert run(fresh_synapse_db, mas).reconciled
+    assert rows(mas, "SELECT username, locked_at FROM users") == [("a", None)]
+
+
+def test_unopenable_sqlite_file_gives_advice(tmp_path):
+    with pytest.raises(DatabaseError, match="not found"):
+        open_source(str(tmp_path / "missing.db"))
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(DatabaseError, match="copy the database file"):
+        open_source(str(bad))
