@@ -110,6 +110,46 @@ def verify(ctx: click.Context, **kw) -> None:
                             samples=kw["samples"], seed=kw["seed"]))
 
 
+def _report_options(func):
+    """Options of the commands that report findings (`lint`, `check`): format, output, acknowledgements."""
+    for option in reversed([
+        click.option("--format", "fmt", default="auto", show_default=True,
+                     type=click.Choice(("auto", "text", "json", "sarif", "github", "parsable")),
+                     help="Report format; `auto` is `github` under GitHub Actions, else `text`."),
+        click.option("--output", metavar="FILE", help="Write the report here instead of standard output."),
+        click.option("--sarif-file", metavar="FILE", help="Also write a SARIF report here."),
+        click.option("--acknowledgements", metavar="FILE",
+                     help="Accepted warnings (default: syn2mas-acknowledgements.yaml if present)."),
+        click.option("--accept", multiple=True, metavar="RULE=REASON",
+                     help="Accept the warnings of RULE for REASON; repeatable."),
+        click.option("--mas-schema", metavar="PATH",
+                     help="MAS's published config.schema.json (default: $SYN2MAS_MAS_SCHEMA)."),
+    ]):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_connection_options
+@_report_options
+@click.option("--probe", "probe_user", metavar="USER",
+              help="Ask for USER's password (not echoed) and verify it against the Synapse hash as MAS will.")
+@click.pass_context
+def check(ctx: click.Context, **kw) -> None:
+    """Lint both configurations and check both databases, read-only (exit 0 clean, 10 errors, 11 warnings)."""
+    from engine.checkcmd import CheckArgs, check_command
+
+    def show(outcome) -> None:
+        click.echo(outcome.line(), err=True)
+
+    args = CheckArgs(kw["synapse_configs"], kw["mas_configs"], kw["synapse_database_uri"], kw["synapse_sqlite"],
+                     kw["mas_database_uri"], fmt=kw["fmt"], output=kw["output"], sarif_file=kw["sarif_file"],
+                     acknowledgements=kw["acknowledgements"], accept=kw["accept"],
+                     ignore_missing_auth_providers=kw["ignore_missing_auth_providers"], mas_schema=kw["mas_schema"],
+                     probe_user=kw["probe_user"])
+    ctx.exit(check_command(args, on_probe=show))
+
+
 @main.command()
 @click.option("--keep", is_flag=True, help="Keep the throwaway PostgreSQL and files, and print where they are.")
 @click.pass_context
@@ -118,6 +158,79 @@ def demo(ctx: click.Context, keep: bool) -> None:
     from migrator.demo import run_demo
 
     ctx.exit(run_demo(keep=keep))
+
+
+# ---------------------------------------------------------------- lint
+
+@main.command()
+@synapse_config_option
+@mas_config_option
+@_report_options
+@click.option("--ignore-missing-auth-providers", is_flag=True,
+              help="Report providers unknown to Synapse (and saml/cas missing in MAS) as warnings.")
+@click.pass_context
+def lint(ctx: click.Context, synapse_configs, mas_configs, **kw) -> None:
+    """Check the Synapse (and MAS) configuration offline; exit 0 clean, 10 errors, 11 warnings, 1 failure."""
+    from engine.lint import LintOptions, emit, run_config_checks
+
+    options = LintOptions(ignore_missing_auth_providers=kw["ignore_missing_auth_providers"],
+                          mas_schema=kw["mas_schema"], acknowledgements=kw["acknowledgements"],
+                          accept=tuple(kw["accept"]))
+    findings, context = run_config_checks(list(synapse_configs), list(mas_configs), options)
+    ctx.exit(emit(findings, context, kw["fmt"], kw["output"], command="lint", sarif_file=kw["sarif_file"]))
+
+
+# ---------------------------------------------------------------- the rule catalogue
+
+@main.group("rules")
+def rules_group() -> None:
+    """Inspect, lint and document the check rules."""
+
+
+@rules_group.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def rules_list(fmt: str) -> None:
+    """Every check rule: id, severity, scope, summary."""
+    from engine import rulecatalog
+
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(rulecatalog.list_rows(), indent=2))
+    else:
+        click.echo(rulecatalog.list_text(), nl=False)
+
+
+@rules_group.command("explain")
+@click.argument("rule_id")
+def rules_explain(rule_id: str) -> None:
+    """What RULE_ID reports, why, how to fix it, its conditions and test cases."""
+    from engine.rulecatalog import explain_text
+
+    click.echo(explain_text(rule_id), nl=False)
+
+
+@rules_group.command("lint")
+@click.pass_context
+def rules_lint(ctx: click.Context) -> None:
+    """Lint the rule files: templates, functions, and a firing and a silent test case for every rule."""
+    from engine.rulelint import lint_rules
+
+    problems = lint_rules()
+    for problem in problems:
+        click.echo(str(problem))
+    click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}" if problems else "rules are sound")
+    ctx.exit(1 if problems else 0)
+
+
+@rules_group.command("docs")
+@click.argument("out_dir", metavar="DIR")
+def rules_docs(out_dir: str) -> None:
+    """Write one Markdown page per check rule (with its test cases as examples) and an index into DIR."""
+    from engine.rulecatalog import write_docs
+
+    written = write_docs(out_dir)
+    click.echo(f"wrote {len(written)} files to {out_dir}")
 
 
 if __name__ == "__main__":  # pragma: no cover
