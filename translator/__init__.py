@@ -1,0 +1,1 @@
+"""Synapse configuration -> MAS configuration: mapping rules, fresh secrets, writer, Synapse overlay."""
