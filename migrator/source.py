@@ -8,6 +8,7 @@ batches (server-side cursors on PostgreSQL). Nothing is ever written: PostgreSQL
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import os
 import re
@@ -21,6 +22,8 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from engine.errors import DatabaseError, Syn2MasError
+
+from .writer import describe
 
 log = logging.getLogger("syn2mas.migrator")
 
@@ -109,6 +112,16 @@ class SynapseSource(abc.ABC):
         self.close()
 
 
+@contextlib.contextmanager
+def _read_errors() -> Iterator[None]:
+    """A PostgreSQL error while reading Synapse (connection lost, server shut down) as a DatabaseError."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DatabaseError(f"reading the Synapse database failed: {describe(exc)}",
+                            hint="check the Synapse database server, then retry") from None
+
+
 class PostgresSource(SynapseSource):
     """Synapse on PostgreSQL: one SERIALIZABLE READ ONLY DEFERRABLE transaction, server-side cursors."""
 
@@ -125,7 +138,7 @@ class PostgresSource(SynapseSource):
 
     def stream(self, query: str, params: dict[str, Any] | None = None) -> Iterator[tuple]:
         self._n += 1
-        with self.conn.cursor(name=f"syn2mas_{self._n}") as cur:
+        with _read_errors(), self.conn.cursor(name=f"syn2mas_{self._n}") as cur:
             cur.itersize = self.batch_size
             cur.execute(self._convert(query), params or {})
             while True:
@@ -135,13 +148,13 @@ class PostgresSource(SynapseSource):
                 yield from rows
 
     def columns(self, table: str) -> set[str]:
-        with self.conn.cursor() as cur:
+        with _read_errors(), self.conn.cursor() as cur:
             cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
                         "AND table_name = %s", (table,))
             return {r[0] for r in cur.fetchall()}
 
     def estimate(self, table: str) -> int:
-        with self.conn.cursor() as cur:
+        with _read_errors(), self.conn.cursor() as cur:
             cur.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (table,))
             row = cur.fetchone()
         return max(int(row[0]), 0) if row and row[0] is not None else 0
@@ -186,6 +199,8 @@ class PostgresSource(SynapseSource):
             return
         try:
             self.conn.execute("COMMIT")  # the transaction is read-only: this only ends it
+        except psycopg.Error:
+            pass  # a lost connection has ended the read-only transaction already
         finally:
             self.conn.close()
 

@@ -50,6 +50,9 @@ def describe(exc: psycopg.Error) -> str:
             text += f" of table `{diag.table_name}`"
     elif diag.message_primary and not isinstance(exc, (pgerrors.IntegrityError, pgerrors.DataError)):
         text += f": {diag.message_primary}"
+    elif exc.sqlstate is None and str(exc).strip():
+        # raised by libpq itself (connection lost): its text holds no data values
+        text += f": {str(exc).strip().splitlines()[0]}"
     return text
 
 
