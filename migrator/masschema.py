@@ -82,6 +82,8 @@ def schema_problems(conn: psycopg.Connection) -> list[str]:
             cur.execute("SELECT version, success, checksum FROM _sqlx_migrations")
             rows = cur.fetchall()
     except psycopg.Error as exc:
+        if conn.broken or conn.closed:
+            raise  # the connection was lost: a runtime failure, not a sign of a missing schema
         return [f"cannot read `_sqlx_migrations` ({type(exc).__name__})"]
     failed = sorted(v for v, ok, _ in rows if not ok)
     if failed:

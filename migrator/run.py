@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import psycopg
+
 from engine.errors import DatabaseError
 
 from . import guards
@@ -21,7 +23,7 @@ from .progress import Progress
 from .report import ENTITY_TABLES, MigrationReport
 from .samples import Sampler
 from .source import SynapseSource, open_source
-from .writer import MasWriter
+from .writer import MasWriter, mas_failure
 
 log = logging.getLogger("syn2mas.migrator")
 
@@ -120,6 +122,9 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
                                     + (", sampled users differ" if report.sample_mismatches else "")
                                     + "); nothing was committed")
             writer.finish(commit=not options.dry_run)
+        except psycopg.Error as exc:
+            writer.abort()
+            raise mas_failure(exc) from None
         except BaseException:
             writer.abort()
             raise

@@ -56,6 +56,12 @@ def describe(exc: psycopg.Error) -> str:
     return text
 
 
+def mas_failure(exc: psycopg.Error) -> DatabaseError:
+    """An unexpected PostgreSQL error on the MAS connection (lost connection, server shut down, ...)."""
+    return DatabaseError(f"the MAS database failed: {describe(exc)}; nothing was committed",
+                         hint="check the MAS database server, then run the migration again")
+
+
 @dataclass
 class SavedDefinitions:
     """Constraint and index definitions of the eight tables, read from the catalogue before dropping."""
@@ -117,6 +123,9 @@ class MasWriter:
             self._drop_definitions()
             self.fail_hook("dropped")
             return version
+        except psycopg.Error as exc:
+            self.abort()
+            raise mas_failure(exc) from None
         except BaseException:
             self.abort()
             raise
@@ -232,8 +241,12 @@ class MasWriter:
             raise DatabaseError(f"COMMIT failed: {describe(exc)}; nothing was committed") from None
         self._unlock()
         if commit:
-            for table in masschema.TARGET_TABLES:
-                self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+            try:
+                for table in masschema.TARGET_TABLES:
+                    self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+            except psycopg.Error as exc:  # the data is committed; only the planner statistics are missing
+                log.warning("the migration is committed, but ANALYZE of the MAS tables failed (%s); "
+                            "run ANALYZE on the MAS database", describe(exc))
         self.conn.close()
 
     def _unlock(self) -> None:
