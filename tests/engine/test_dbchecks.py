@@ -1,0 +1,233 @@
+"""Database rules against real databases: read-only guarantees, locks, skipping, the migrate hook.
+
+The per-rule behaviour is covered by the YAML cases in tests/rules/checks/database-*.yaml; these tests
+cover what the engine promises around them.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+
+import psycopg
+import pytest
+from psycopg import errors as pgerrors
+
+from engine.configdoc import load_mas_config, load_synapse_config
+from engine.dbchecks import database_rules, run_database_checks
+from engine.dbfacts import build_facts
+from engine.dbhandles import DbHandle
+from engine.errors import DatabaseError
+from engine.premigrate import MAS_RECHECK_RULES, mas_recheck, synapse_pre_check
+from migrator.guards import MigrationRefused
+from migrator.source import SYNAPSE_TABLES, PostgresSource, open_source
+from tests.conftest import SHARED
+from tests.rulecases.database import make_sqlite, open_mas
+
+SCALE_SCRIPT = os.path.join(SHARED, "bench", "scale-synapse-db.sql")
+PROVIDER = "01HZX0G3P0V9Y8C6D5E4F3A2B1"
+PROVIDER_UUID = "018ffa08-0ec0-da7c-8619-a5711e350961"
+
+
+def write(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def configs(tmp_path, synapse_uri: str | None = None, mas_uri: str | None = None):
+    synapse = "server_name: example.org\noidc_providers: [{idp_id: dex, issuer: 'https://dex.example.org', " \
+              "client_id: synapse}]\n"
+    if synapse_uri:
+        synapse += f"database: {{name: psycopg2, args: {{dbname: '{synapse_uri.rsplit('/', 1)[1]}', " \
+                   f"host: 127.0.0.1, port: {synapse_uri.rsplit(':', 1)[1].split('/')[0]}, user: postgres}}}}\n"
+    mas = f"upstream_oauth2:\n  providers:\n    - {{id: {PROVIDER}, synapse_idp_id: oidc-dex, client_id: mas}}\n"
+    if mas_uri:
+        mas += f"database:\n  uri: '{mas_uri}'\n"
+    return (load_synapse_config([write(tmp_path, "homeserver.yaml", synapse)]),
+            load_mas_config([write(tmp_path, "mas.yaml", mas)]))
+
+
+def scale(pg_server, uri: str, n: int) -> None:
+    """Fill the Synapse database with the deterministic generator of ../shared/bench (real bcrypt hashes)."""
+    psql = os.path.join(pg_server.bindir, "psql")
+    subprocess.run([psql, "-X", "-q", "-v", f"n={n}", "-f", SCALE_SCRIPT, uri], check=True, capture_output=True)
+
+
+def checksums(uri: str) -> dict[str, str]:
+    """An order-independent digest of every row of the six tables syn2mas reads."""
+    out = {}
+    with psycopg.connect(uri) as conn:
+        for table in SYNAPSE_TABLES:
+            out[table] = conn.execute(f"SELECT count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' "
+                                      f"ORDER BY md5(t::text))), '') FROM {table} t").fetchone()[0]
+    return out
+
+
+def test_every_catalogue_rule_of_section_4_3_exists_with_its_severity():
+    severities = {r.id: r.severity for r in database_rules()}
+    assert severities == {
+        "guests-in-database": "warning", "non-email-threepids": "warning", "oauth-delegated-leftovers": "error",
+        "auth-provider-unknown-to-synapse": "error", "auth-provider-missing-in-mas": "error",
+        "foreign-server-users": "error", "orphan-rows": "error", "duplicate-upstream-links": "error",
+        "case-colliding-usernames": "warning", "invalid-emails": "warning",
+        "users-without-login-method": "warning", "hidden-device-tokens": "warning",
+        "mas-schema-missing": "error", "mas-provider-not-synced": "error", "mas-database-not-empty": "error",
+        "synapse-still-running": "error"}
+
+
+def test_all_rules_on_generated_data_leave_synapse_unchanged(pg_server, synapse_db, mas_db, tmp_path):
+    scale(pg_server, synapse_db, 300)
+    before = checksums(synapse_db)
+    synapse, mas = configs(tmp_path)
+    facts = build_facts(synapse, mas)
+    with open_source(synapse_db, lock=True) as source:
+        conn = open_mas(mas_db)
+        try:
+            result = run_database_checks(facts, synapse=DbHandle.for_synapse(source, synapse.locate("database")),
+                                         mas=DbHandle.for_mas(conn, mas.locate("database")))
+        finally:
+            conn.close()
+    assert checksums(synapse_db) == before
+    fired = {f.rule: f for f in result.findings}
+    # The generator's guests (~1%) and hidden cross-signing devices are reported; the provider is not synced.
+    assert fired["guests-in-database"].count >= 1
+    assert fired["mas-provider-not-synced"].provider == "oidc-dex"
+    assert "orphan-rows" not in fired and "foreign-server-users" not in fired
+    assert result.skipped == []
+    assert sorted(result.ran) == sorted(r.id for r in database_rules() if r.id != "synapse-still-running")
+
+
+def test_the_synapse_snapshot_is_read_only(synapse_db):
+    with open_source(synapse_db, lock=True) as source:
+        assert source.conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+        assert source.conn.execute("SHOW transaction_isolation").fetchone()[0] == "serializable"
+        assert source.conn.execute("SHOW transaction_deferrable").fetchone()[0] == "on"
+        with pytest.raises(pgerrors.ReadOnlySqlTransaction):
+            source.conn.execute("INSERT INTO users (name) VALUES ('@mallory:example.org')")
+    with psycopg.connect(synapse_db) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+
+def test_the_mas_snapshot_is_read_only(mas_db):
+    conn = open_mas(mas_db)
+    try:
+        with pytest.raises(pgerrors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO upstream_oauth_providers (upstream_oauth_provider_id, scope, client_id, "
+                         "token_endpoint_auth_method, created_at) VALUES (gen_random_uuid(), 'openid', 'x', "
+                         "'none', now())")
+    finally:
+        conn.close()
+
+
+def test_the_sqlite_handle_is_read_only(tmp_path):
+    path = str(tmp_path / "homeserver.db")
+    make_sqlite(path, [], {"users": [{"name": "@alice:example.org"}]})
+    with open_source(path, lock=True) as source:
+        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only"):
+            source.conn.execute("INSERT INTO users (name) VALUES ('@mallory:example.org')")
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM users").fetchone()[0] == 1
+
+
+def _locks(uri: str, pid: int) -> dict[str, str]:
+    with psycopg.connect(uri) as conn:
+        rows = conn.execute("SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                            "WHERE l.pid = %s AND c.relname = ANY(%s) AND l.granted",
+                            (pid, list(SYNAPSE_TABLES))).fetchall()
+    return dict(rows)
+
+
+def test_check_holds_only_access_share_locks_so_synapse_can_keep_writing(synapse_db, tmp_path):
+    synapse, mas = configs(tmp_path)
+    with open_source(synapse_db, lock=True) as source:
+        run_database_checks(build_facts(synapse, mas), synapse=DbHandle.for_synapse(source, synapse.locate("database")))
+        assert _locks(synapse_db, source.conn.info.backend_pid) == {t: "AccessShareLock" for t in SYNAPSE_TABLES}
+        with psycopg.connect(synapse_db, autocommit=True) as writer:
+            writer.execute("SET lock_timeout = '2s'")
+            writer.execute("INSERT INTO users (name) VALUES ('@new:example.org')")
+
+
+def test_a_real_migration_keeps_the_exclusive_locks_it_proved_synapse_stopped_with(synapse_db, tmp_path):
+    synapse, mas = configs(tmp_path)
+    facts = build_facts(synapse, mas, mode="migrate")
+    with open_source(synapse_db, lock=False) as source:
+        result = run_database_checks(facts, synapse=DbHandle.for_synapse(source, synapse.locate("database")),
+                                     databases=("synapse",))
+        assert "synapse-still-running" in result.ran and result.findings == []
+        assert _locks(synapse_db, source.conn.info.backend_pid) == {t: "ExclusiveLock" for t in SYNAPSE_TABLES}
+        with psycopg.connect(synapse_db, autocommit=True) as writer:
+            writer.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(pgerrors.LockNotAvailable):
+                writer.execute("INSERT INTO users (name) VALUES ('@new:example.org')")
+
+
+def test_rules_of_a_database_that_is_not_given_are_listed_as_skipped(synapse_db, tmp_path):
+    synapse, mas = configs(tmp_path)
+    with open_source(synapse_db, lock=True) as source:
+        result = run_database_checks(build_facts(synapse, mas),
+                                     synapse=DbHandle.for_synapse(source, synapse.locate("database")),
+                                     unavailable={"mas": "no MAS database given"})
+    assert sorted(s.rule for s in result.skipped) == sorted(MAS_RECHECK_RULES)
+    assert {s.reason for s in result.skipped} == {"no MAS database given"}
+
+
+def test_findings_point_at_the_database_key_with_a_logical_location(synapse_db, tmp_path):
+    with psycopg.connect(synapse_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO user_threepids VALUES ('@ghost:example.org', 'email', 'g@example.org', 1, 1)")
+    synapse, mas = configs(tmp_path, synapse_uri=synapse_db)
+    with open_source(synapse_db, lock=True) as source:
+        result = run_database_checks(build_facts(synapse, mas), only={"orphan-rows"},
+                                     synapse=DbHandle.for_synapse(source, synapse.locate("database")))
+    (finding,) = result.findings
+    assert (finding.location.file, finding.location.line, finding.location.key_path) == \
+        (synapse.files[0], 3, "database")
+    assert finding.location.logical == "synapse-db:user_threepids"
+    assert finding.scope == "database" and finding.table == "user_threepids"
+    assert "DELETE FROM user_threepids WHERE user_id NOT IN (SELECT name FROM users WHERE name IS NOT NULL);" \
+        in finding.remediation
+
+
+def test_a_failing_synapse_query_is_a_database_error_not_a_traceback(synapse_db, tmp_path):
+    with psycopg.connect(synapse_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE user_threepids RENAME COLUMN medium TO kind")
+    synapse, mas = configs(tmp_path)
+    # Bypass the migrator's schema guard: the rule's own failure must still be reported cleanly.
+    pg = PostgresSource(psycopg.connect(synapse_db, autocommit=True))
+    try:
+        with pytest.raises(DatabaseError, match="`non-email-threepids` failed on the Synapse database"):
+            run_database_checks(build_facts(synapse, mas), only={"non-email-threepids"},
+                                synapse=DbHandle.for_synapse(pg, synapse.locate("database")))
+    finally:
+        pg.close()
+
+
+def test_pre_migration_hook_refuses_on_the_migrators_own_snapshot(synapse_db, mas_db, tmp_path):
+    from migrator.run import MigrateOptions, migrate
+
+    with psycopg.connect(synapse_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (name, creation_ts) VALUES ('@alice:example.org', 1)")
+        conn.execute("INSERT INTO devices (user_id, device_id) VALUES ('@ghost:example.org', 'PHONE')")
+    synapse, mas = configs(tmp_path)
+    results: list = []
+    hook = synapse_pre_check(synapse, mas, dry_run=True, results=results)
+    with pytest.raises(MigrationRefused) as refused:
+        migrate(synapse_db, mas_db, {"oidc-dex": PROVIDER},
+                MigrateOptions(server_name="example.org", dry_run=True, pre_checks=[hook]))
+    assert [p.check_id for p in refused.value.problems] == ["orphan-rows"]
+    assert results[0].ran and "synapse-still-running" not in results[0].ran  # dry run: never locks Synapse out
+    with psycopg.connect(mas_db) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+
+def test_mas_recheck_on_a_write_connection_reports_what_appeared_since_check(mas_db, tmp_path):
+    synapse, mas = configs(tmp_path)
+    facts = build_facts(synapse, mas, mode="migrate")
+    facts.linked_providers = ["oidc-dex"]
+    with psycopg.connect(mas_db) as conn:  # a write transaction, as the migrator's
+        conn.execute("INSERT INTO upstream_oauth_providers (upstream_oauth_provider_id, scope, client_id, "
+                     "token_endpoint_auth_method, created_at) VALUES (%s, 'openid', 'mas', 'none', now())",
+                     (PROVIDER_UUID,))
+        assert mas_recheck(conn, mas, facts) == []
+        conn.execute("INSERT INTO users (user_id, username, created_at) VALUES (gen_random_uuid(), 'x', now())")
+        assert [f.rule for f in mas_recheck(conn, mas, facts)] == ["mas-database-not-empty"]
+        conn.rollback()
