@@ -6,12 +6,14 @@ mismatch; runtime failures raise Syn2MasError (exit 1, printed by the CLI withou
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
 import click
 
 from engine.configdoc import load_mas_config, load_synapse_config
+from engine.errors import ConfigError
 
 from . import guards
 from .report import MigrationReport
@@ -54,6 +56,32 @@ def setup_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
+def ensure_report_writable(path: str) -> None:
+    """Refuse (exit 1) before any work when the report could not be written at the end."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError("the report path is a directory", file=path, hint="give a file name with --report")
+    if not os.path.isdir(directory):
+        raise ConfigError("cannot write the report: its directory does not exist", file=path,
+                          hint="create the directory or choose another --report path")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError("cannot write the report: its directory is not writable", file=path,
+                          hint="choose another --report path")
+
+
+def write_report(report: MigrationReport, path: str) -> bool:
+    """Write the report; a failure now (after the work is done) is a warning, never a denial of the commit."""
+    try:
+        report.write(path)
+    except OSError as exc:
+        done = {"migrate": "the migration is committed", "dry-run": "the dry run finished"}.get(
+            report.mode, "the results are printed above")
+        click.echo(f"warning: {path}: the report could not be written ({exc.strerror or exc}); {done}",
+                   err=True)
+        return False
+    return True
+
+
 def pre_migration_checks(settings: MigrationSettings, *, ignore_missing_providers: bool):
     """HOOK: the checks `migrate` runs inside its Synapse snapshot before writing (data-migration.md §1.3).
 
@@ -75,6 +103,8 @@ def migrate_command(conn: ConnectionArgs, *, dry_run: bool, report_path: str | N
     """`syn2mas migrate`: returns the exit code."""
     setup_logging()
     settings = conn.settings()
+    if report_path:
+        ensure_report_writable(report_path)
     options = MigrateOptions(server_name=settings.server_name, dry_run=dry_run,
                              ignore_missing_providers=ignore_missing_providers,
                              assume_synapse_stopped=assume_synapse_stopped,
@@ -88,8 +118,8 @@ def migrate_command(conn: ConnectionArgs, *, dry_run: bool, report_path: str | N
     except (guards.MigrationRefused, MasRefused, SynapseStillRunning) as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_REFUSED
-    if report_path:
-        report.write(report_path)
+    if report_path and not write_report(report, report_path):
+        report_path = None
     print_summary(report, report_path)
     return EXIT_OK
 
@@ -109,11 +139,13 @@ def verify_command(conn: ConnectionArgs, *, report_path: str | None, migration_r
     """`syn2mas verify`: 0 when everything matches, 10 otherwise."""
     setup_logging()
     settings = conn.settings()
+    if report_path:
+        ensure_report_writable(report_path)
     report = verify(settings.synapse_database, settings.mas_uri, settings.mapping,
                     server_name=settings.server_name, ignore_missing_providers=ignore_missing_providers,
                     sample_size=samples, sample_seed=seed, migration_report=migration_report)
     for line in reconciliation_lines(report):
         click.echo(line)
     if report_path:
-        report.write(report_path)
+        write_report(report, report_path)
     return EXIT_OK if report.reconciled else EXIT_REFUSED
