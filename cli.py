@@ -180,6 +180,37 @@ def lint(ctx: click.Context, synapse_configs, mas_configs, **kw) -> None:
     ctx.exit(emit(findings, context, kw["fmt"], kw["output"], command="lint", sarif_file=kw["sarif_file"]))
 
 
+# ---------------------------------------------------------------- config generate
+
+@main.group("config")
+def config_group() -> None:
+    """Generate the MAS configuration (and the Synapse overlay) from Synapse's configuration."""
+
+
+@config_group.command("generate")
+@synapse_config_option
+@click.option("--output", required=True, metavar="FILE",
+              help="MAS configuration to write; an existing file is updated, keeping its secrets, ids and comments.")
+@click.option("--synapse-patch", metavar="FILE", help="Also write the Synapse overlay that switches delegation on.")
+@click.option("--from-mas", metavar="FILE", help="Update this existing MAS configuration instead of --output's.")
+@click.option("--tos-uri", metavar="URL", help="Terms of service URL for MAS (replaces Synapse's user_consent).")
+@click.option("--synapse-url", metavar="URL", help="URL on which MAS reaches Synapse (default: public_baseurl).")
+@click.option("--mas-internal-url", metavar="URL", help="URL on which Synapse reaches MAS (default: MAS public_base).")
+@click.option("--mas-database-uri", metavar="URI", help="MAS's own, empty PostgreSQL database.")
+@click.option("--secrets-dir", metavar="DIR", help="Write secrets and keys to files here and reference them.")
+@click.option("--compat", type=click.Choice(["syn2mas", "reference"]), default="syn2mas", show_default=True,
+              help="`reference` reproduces MAS's converter for user_profile_method and back-channel logout.")
+@click.option("--trace", "trace_file", metavar="FILE", help="Write the trace (MAS key, source, rule, origin) as JSON.")
+@click.option("--seed", hidden=True, help="Tests only: deterministic secrets, keys and ids (warns).")
+@click.option("--clock", hidden=True, help="Tests only: the generation time (ISO 8601).")
+@click.pass_context
+def config_generate(ctx: click.Context, synapse_configs, **kw) -> None:
+    """Translate Synapse's configuration into MAS's; exit 0 (notes on stderr), 1 on bad input."""
+    from translator.command import GenerateCommand, run
+
+    ctx.exit(run(GenerateCommand(synapse_configs=list(synapse_configs), **kw)))
+
+
 # ---------------------------------------------------------------- the rule catalogue
 
 @main.group("rules")
@@ -221,6 +252,15 @@ def rules_lint(ctx: click.Context) -> None:
         click.echo(str(problem))
     click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}" if problems else "rules are sound")
     ctx.exit(1 if problems else 0)
+
+
+@rules_group.command("compile")
+def rules_compile() -> None:
+    """Validate the check rules and write rules/checks.compiled.json, which `lint` loads instead of the YAML."""
+    from engine.rulebundle import write_bundle
+    from engine.rulefiles import default_rules_dir
+
+    click.echo(f"wrote {write_bundle(default_rules_dir())}")
 
 
 @rules_group.command("docs")

@@ -205,16 +205,18 @@ def _check_shape(rule_file: RuleFile, index: int, rule: dict, scope: str) -> Non
         raise fail("variant names must be unique within a rule")
 
 
-def build_rules(rule_file: RuleFile, rules_dir: str) -> list[CheckRule]:
-    """The rules of one validated check-rule file, with the load-time checks applied."""
+def build_rules(rule_file: RuleFile, rules_dir: str, *, check: bool = True) -> list[CheckRule]:
+    """The rules of one validated check-rule file; ``check`` applies the load-time checks (a compiled
+    bundle has passed them already)."""
     out = []
     file_scope = rule_file.data["scope"]
     for index, rule in enumerate(rule_file.data["rules"]):
         scope = rule.get("scope", file_scope)
-        _check_shape(rule_file, index, rule, scope)
-        _check_expressions(rule_file, index, rule)
-        if scope != "database":
-            _check_vars(rule_file, index, rule, scope, rules_dir)
+        if check:
+            _check_shape(rule_file, index, rule, scope)
+            _check_expressions(rule_file, index, rule)
+            if scope != "database":
+                _check_vars(rule_file, index, rule, scope, rules_dir)
         out.append(CheckRule(
             id=rule["id"], severity=rule["severity"], scope=scope, summary=rule["summary"],
             message=rule["message"], remediation=rule["remediation"], references=list(rule.get("references") or []),
@@ -222,14 +224,11 @@ def build_rules(rule_file: RuleFile, rules_dir: str) -> list[CheckRule]:
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def load_check_rules(rules_dir: str | None = None) -> tuple[CheckRule, ...]:
-    """Every check rule under ``rules_dir/checks`` (all scopes), validated; ids are unique."""
-    rules_dir = rules_dir or default_rules_dir()
+def _catalogue(files: list[RuleFile], rules_dir: str, check: bool) -> tuple[CheckRule, ...]:
     rules: list[CheckRule] = []
     seen: dict[str, CheckRule] = {}
-    for rule_file in discover(rules_dir, "checks"):
-        for rule in build_rules(rule_file, rules_dir):
+    for rule_file in files:
+        for rule in build_rules(rule_file, rules_dir, check=check):
             if rule.id in seen:
                 first = seen[rule.id].where
                 raise RuleFileError(f"rule id `{rule.id}` is also defined at {first.file}:{first.line}",
@@ -237,6 +236,31 @@ def load_check_rules(rules_dir: str | None = None) -> tuple[CheckRule, ...]:
             seen[rule.id] = rule
             rules.append(rule)
     return tuple(rules)
+
+
+def load_rule_files(rules_dir: str) -> list[RuleFile]:
+    """Every check-rule file from YAML, validated by schema and by the load-time checks (slow path)."""
+    files = discover(rules_dir, "checks")
+    _catalogue(files, rules_dir, check=True)
+    return files
+
+
+def load_check_rules(rules_dir: str | None = None) -> tuple[CheckRule, ...]:
+    """Every check rule under ``rules_dir/checks`` (all scopes), validated; ids are unique.
+
+    Uses the compiled bundle (engine.rulebundle) when it matches the rule files, else the YAML.
+    """
+    return _load_check_rules(os.path.abspath(rules_dir or default_rules_dir()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_check_rules(rules_dir: str) -> tuple[CheckRule, ...]:
+    from .rulebundle import load_bundle
+
+    bundled = load_bundle(rules_dir)
+    if bundled is not None:
+        return _catalogue(bundled, rules_dir, check=False)
+    return _catalogue(discover(rules_dir, "checks"), rules_dir, check=True)
 
 
 def rules_by_id(rules_dir: str | None = None) -> dict[str, CheckRule]:
@@ -303,7 +327,10 @@ def _finding(ctx: _Context, rule: CheckRule, variant: Variant, root: Any, index:
     values["index"] = index
 
     def fill(text: str | None) -> str | None:
-        return render(text, values) if text else None
+        if not text:
+            return None
+        # Most remediations and locations are plain text: skip compiling them as templates.
+        return render(text, values) if "{" in text else " ".join(text.split())
 
     details = {"variant": variant.name} if variant.name else {}
     return Finding(rule=rule.id, severity=_severity(ctx, rule, variant, root), message=fill(variant.message) or "",

@@ -138,7 +138,8 @@ def _v1_scheme(mas: dict) -> tuple[int, dict] | None:
 
 
 def _as_bytes(value: Any) -> bytes:
-    return b"" if value is None else str(value).encode("utf-8")
+    # surrogatepass: a value with a lone surrogate (from a YAML "\uD800" escape) must not crash the comparison.
+    return b"" if value is None else str(value).encode("utf-8", "surrogatepass")
 
 
 def pepper_check(synapse: Any, mas: Any, files: SecretFiles) -> dict:
@@ -240,6 +241,15 @@ class CheckFunctions(BaseFunctions):
         super().__init__()
         self.rules_dir = rules_dir
         self.files = files or SecretFiles()
+        self._memo: dict[tuple, tuple] = {}
+
+    def _once(self, name: str, fn, *args):
+        """One result per predicate and arguments within a run: documents do not change while rules run, and
+        many variants ask for the same providers or comparison (a secret file is read once)."""
+        key = (name,) + tuple(id(a) for a in args)
+        if key not in self._memo:
+            self._memo[key] = (args, fn(*args))  # keep the arguments alive so that their ids stay unique
+        return self._memo[key][1]
 
     @functions.signature({"types": []})
     def _func_is_url(self, value):
@@ -255,7 +265,7 @@ class CheckFunctions(BaseFunctions):
 
     @functions.signature({"types": []})
     def _func_synapse_oidc_providers(self, synapse):
-        return synapse_oidc_providers(synapse)
+        return self._once("providers", synapse_oidc_providers, synapse)
 
     @functions.signature({"types": []}, {"types": []})
     def _func_mas_providers_for(self, mas, key):
@@ -271,11 +281,11 @@ class CheckFunctions(BaseFunctions):
 
     @functions.signature({"types": []}, {"types": []})
     def _func_pepper_check(self, synapse, mas):
-        return pepper_check(synapse, mas, self.files)
+        return self._once("pepper", lambda s, m: pepper_check(s, m, self.files), synapse, mas)
 
     @functions.signature({"types": []}, {"types": []})
     def _func_matrix_secret_check(self, synapse, mas):
-        return matrix_secret_check(synapse, mas, self.files)
+        return self._once("matrix", lambda s, m: matrix_secret_check(s, m, self.files), synapse, mas)
 
 
 # Functions whose result never contains a value of their arguments (booleans, counts, outcomes), or

@@ -69,7 +69,7 @@ def explain_text(rule_id: str, rules_dir: str | None = None, cases_dir: str | No
     rule = get_rule(rule_id, rules_dir)
     where = rule.where
     lines = [f"{rule.id} ({severities_text(rule)}, scope {rule.scope})", "", rule.summary, "",
-             "Reports: " + " ".join(rule.message.split()), "", "Fix: " + " ".join(rule.remediation.split()), ""]
+             "Message (template): " + " ".join(rule.message.split()), "", "Fix: " + " ".join(rule.remediation.split()), ""]
     for name, cond in _condition(rule):
         label = f"variant `{name}`" if name else "condition"
         parts = [f"for each of {cond['for_each']}" if cond["for_each"] else "",
@@ -98,7 +98,8 @@ def doc_page(rule: CheckRule, rules_dir: str, cases_dir: str) -> str:
     lines = [f"# `{rule.id}`", "", rule.summary, "",
              "| severity | scope | defined in |", "| --- | --- | --- |",
              f"| {severities_text(rule)} | {rule.scope} | `rules/{rel}` line {rule.where.line} |", "",
-             "## What it reports", "", " ".join(rule.message.split()), "",
+             "## What it reports", "", "Message template (Jinja, over the rule's `vars`):", "",
+             *_fence(" ".join(rule.message.split()), "jinja"), "",
              "## How to fix", "", " ".join(rule.remediation.split()), ""]
     conditions = _condition(rule)
     if not rule.evaluator and rule.scope != "database":

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import cerberus
-
 from .errors import RuleFileError
 from .locations import Location, Path, format_path
 from .yamlsource import LoadedYaml, load_yaml_file
@@ -72,6 +70,8 @@ def validate(rule_file: RuleFile) -> None:
     data = rule_file.data
     if not isinstance(data, dict) or "kind" not in data:
         raise RuleFileError("a rule file must be a mapping with a `kind`", file=rule_file.path, line=1)
+    import cerberus  # imported here: `lint` loads a compiled, already validated catalogue (engine/rulebundle.py)
+
     validator = cerberus.Validator(_schema(str(data["kind"])))
     if not validator.validate(data):
         problems = sorted(_flatten(validator.errors), key=lambda e: rule_file.where(e[0]).line)

@@ -115,6 +115,11 @@ def lint_rules(rules_dir: str | None = None, cases_dir: str | None = None) -> li
                 problems.append(Problem(mapping_file.path, loc.line,
                                         f"rule `{rule.get('id')}` has no test cases in tests/rules/{mapping_file.rel}"))
     problems += _orphan_cases(rules_dir, cases_dir, rules, mapping_files)
+    from .rulebundle import bundle_path, is_fresh
+
+    if not is_fresh(rules_dir):
+        problems.append(Problem(bundle_path(rules_dir), 1, "the compiled catalogue is missing or stale, so `lint` "
+                                "parses the YAML on every run; regenerate it with `syn2mas rules compile`"))
     return sorted(problems, key=lambda p: (p.file, p.line, p.message))
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from itertools import groupby
 
-from .model import Report, display_path
+from .model import Report, display_path, group_key
 
 _LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 
@@ -21,10 +21,10 @@ def escape_property(text: str) -> str:
 def render(report: Report, *, color: bool = False) -> str:
     """Annotations per finding; accepted warnings become notices that say why they were accepted."""
     lines: list[str] = []
-    for file, group in groupby(report.findings, key=lambda f: f.location.file):
-        shown = display_path(file)
-        lines.append(f"::group::{escape_data(shown or '(no file)')}")
+    for heading, group in groupby(report.findings, key=group_key):
+        lines.append(f"::group::{escape_data(heading)}")
         for f in group:
+            shown = display_path(f.location.file)
             level = "notice" if f.acknowledged is not None else _LEVEL[f.severity]
             title = f.rule + (" (accepted)" if f.acknowledged is not None else "")
             props = [f"file={escape_property(shown)}"] if shown else []

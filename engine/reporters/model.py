@@ -111,6 +111,16 @@ def rules_digest(rules_dir: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def one_line(text: str) -> str:
+    """Messages are one line in line-oriented formats (a schema message may hold a newline)."""
+    return " ".join(text.split())
+
+
+def group_key(finding: Finding) -> str:
+    """Per-file groups for configuration findings; database findings form one group of their own."""
+    return "databases" if finding.is_database else display_path(finding.location.file) or "(no file)"
+
+
 def display_path(path: str) -> str:
     """A path relative to the working directory when it is below it (what CI annotations expect)."""
     if not path or not os.path.isabs(path):

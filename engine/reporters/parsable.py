@@ -1,7 +1,7 @@
 """One line per finding, `file:line:col: [severity] message (rule)`, for goldens and editors."""
 from __future__ import annotations
 
-from .model import Report, display_path
+from .model import Report, display_path, one_line
 
 
 def render(report: Report, *, color: bool = False) -> str:
@@ -11,5 +11,5 @@ def render(report: Report, *, color: bool = False) -> str:
         where = f"[{f.location.logical}] " if f.location.logical else ""
         accepted = " [accepted]" if f.acknowledged is not None else ""
         lines.append(f"{display_path(f.location.file)}:{f.location.line}:{f.location.column}: [{f.severity}] "
-                     f"{where}{f.message} ({f.rule}){accepted}")
+                     f"{where}{one_line(f.message)} ({f.rule}){accepted}")
     return "".join(line + "\n" for line in lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from itertools import groupby
 
 from ..findings import Finding
-from .model import Report, display_path
+from .model import Report, group_key, one_line
 
 _COLOURS = {"error": "\033[31m", "warning": "\033[33m", "info": "\033[36m", "accepted": "\033[32m"}
 _DIM, _BOLD, _RESET = "\033[2m", "\033[1m", "\033[0m"
@@ -25,7 +25,7 @@ def _position(f: Finding) -> str:
 def _line(f: Finding, style: _Style, width: int) -> list[str]:
     label = "accepted" if f.acknowledged is not None else f.severity
     where = f"[{f.location.logical}] " if f.location.logical else ""
-    out = [f"  {_position(f).ljust(width)}  {style(f.severity.ljust(7), _COLOURS[label])}  {where}{f.message}  "
+    out = [f"  {_position(f).ljust(width)}  {style(f.severity.ljust(7), _COLOURS[label])}  {where}{one_line(f.message)}  "
            f"{style('(' + f.rule + ')', _DIM)}"]
     if f.samples:
         out.append(" " * (width + 4) + style("samples: " + ", ".join(f.samples), _DIM))
@@ -38,10 +38,10 @@ def _line(f: Finding, style: _Style, width: int) -> list[str]:
 
 def _section(findings: list[Finding], style: _Style) -> list[str]:
     lines: list[str] = []
-    for file, group in groupby(findings, key=lambda f: f.location.file):
+    for heading, group in groupby(findings, key=group_key):
         group = list(group)
         width = max(len(_position(f)) for f in group)
-        lines.append(style(display_path(file) or "(no file)", _BOLD))
+        lines.append(style(heading, _BOLD))
         for f in group:
             lines.extend(_line(f, style, width))
     return lines
@@ -61,7 +61,7 @@ def render(report: Report, *, color: bool = False) -> str:
             by_reason.setdefault(s.reason, []).append(s.rule)
         lines.append("")
         for reason, ids in by_reason.items():
-            lines.append(f"skipped: {len(ids)} rule{'s' if len(ids) != 1 else ''} {reason}: {', '.join(ids)}")
+            lines.append(f"skipped ({reason}): {', '.join(ids)}")
     if lines:
         lines.append("")
     code = {10: _COLOURS["error"], 11: _COLOURS["warning"], 0: _COLOURS["accepted"]}[report.exit_code]
