@@ -6,7 +6,6 @@ the same id in every phase of a run without any lookup table, while ids stay ung
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import uuid
@@ -14,19 +13,31 @@ import uuid
 MAX_ULID_MS = (1 << 48) - 1
 
 
+_new = object.__new__
+_set = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def _fast_uuid(value: int) -> uuid.UUID:
+    """uuid.UUID(int=value) without the argument checks (value is known to fit 128 bits); ~5x faster."""
+    u = _new(uuid.UUID)
+    _set(u, "int", value)
+    _set(u, "is_safe", _UNKNOWN)
+    return u
+
+
 class IdFactory:
     """Derives the UUIDs of one run; ``key`` is injectable for tests (32 random bytes by default)."""
 
     def __init__(self, key: bytes | None = None):
         self._key = key if key is not None else os.urandom(32)
-        self._hmac = hmac.new(self._key, digestmod=hashlib.sha256)
 
     def make(self, ms: int, kind: str, *natural_key: object) -> uuid.UUID:
         """UUID for entity ``kind`` with time ``ms`` (milliseconds) and the given natural key parts."""
-        h = self._hmac.copy()
-        h.update(kind.encode() + b"\x00" + "\x1f".join(str(p) for p in natural_key).encode("utf-8", "surrogatepass"))
+        msg = (kind + "\x00" + "\x1f".join(map(str, natural_key))).encode("utf-8", "surrogatepass")
+        random80 = int.from_bytes(hmac.digest(self._key, msg, "sha256")[:10], "big")
         t = min(max(int(ms), 0), MAX_ULID_MS)
-        return uuid.UUID(bytes=t.to_bytes(6, "big") + h.digest()[:10])
+        return _fast_uuid((t << 80) | random80)
 
 
 def ulid_ms(value: uuid.UUID) -> int:

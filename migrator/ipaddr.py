@@ -12,13 +12,16 @@ _IPV4 = re.compile(r"(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}")
 _IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
 
 
-def parse_ip(value: str | None) -> tuple[str | None, bool]:
-    """Return (normalised address or None, invalid?). ``None`` and ``-`` are absent, not invalid."""
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(value: str | None) -> tuple[Address | None, bool]:
+    """Return (address or None, invalid?). ``None`` and ``-`` are absent, not invalid."""
     if value is None or value == "-":
         return None, False
     if _IPV4.fullmatch(value):
         try:
-            return str(ipaddress.IPv4Address(value)), False
+            return ipaddress.IPv4Address(value), False
         except ValueError:  # an octet above 255
             return None, True
     if ":" in value and _IPV6_CHARS.fullmatch(value):
@@ -28,5 +31,5 @@ def parse_ip(value: str | None) -> tuple[str | None, bool]:
             return None, True
         if "." in value and not _IPV4.fullmatch(value.rsplit(":", 1)[1]):
             return None, True  # embedded IPv4 with leading zeros
-        return str(addr), False
+        return addr, False
     return None, True

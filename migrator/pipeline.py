@@ -7,7 +7,6 @@ the bounded verification sample.
 """
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -182,9 +181,8 @@ class Pipeline:
                                                      pw_hash, created, PASSWORD_SCHEME_VERSION))
                     passwords.migrated += 1
                     stored_pw = digest(pw_hash)
-            if self.sampler.size:
-                self.sampler.offer(name, UserFacts(local, bool(admin), bool(guest), is_locked, bool(deactivated),
-                                                   stored_pw))
+            self.sampler.offer(name, lambda: UserFacts(local, bool(admin), bool(guest), is_locked, bool(deactivated),
+                                                       stored_pw))
 
     def phase_threepids(self) -> None:
         """Phase 2: `user_threepids` → `user_emails` (medium exactly `email`) or unsupported ids."""
@@ -371,7 +369,7 @@ class Pipeline:
                 session, self.user_id(user, owner.creation_ms), device_id, display_name,
                 ms_to_dt(int.from_bytes(session.bytes[:6], "big"), "session"), owner.admin,
                 ms_to_dt(last_seen, "devices.last_seen") if last_seen is not None else None,
-                ipaddress.ip_address(address) if address else None, user_agent))
+                address, user_agent))
             stats.migrated += 1
             facts = self.sampler.get(user)
             if facts:

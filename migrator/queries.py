@@ -15,28 +15,27 @@ USER_COLS = ("u.name IS NOT NULL, u.creation_ts, u.admin, u.is_guest, u.deactiva
 
 # Access tokens that end up migrated with a device session, and the resulting session time (§5.2).
 # superseded: refresh tokens whose access token was already used (so their predecessor is superseded).
-# latest_pair: per refresh token (and its owner/device) the highest access-token id pairing with it.
-# kept_pairs: refresh pairs phase 5 keeps (successor rule, one pair per refresh token).
+# device_tokens: non-puppet device tokens with their pairing facts; max_id is the highest access-token
+#   id pairing with the same refresh token, user and device (one pair per refresh token, §3 phase 5).
+# device_times: per device, the earliest created_at among the tokens phases 4 and 5 migrate.
+# Only equi-joins on single keys and window/aggregate passes: plans stay hash/sort based at any size.
 _CTES = """
 WITH superseded AS (
     SELECT DISTINCT refresh_token_id AS rid FROM access_tokens
     WHERE used IS TRUE AND refresh_token_id IS NOT NULL
-), latest_pair AS (
-    SELECT refresh_token_id AS rid, user_id, device_id, MAX(id) AS max_id FROM access_tokens
-    WHERE refresh_token_id IS NOT NULL AND puppets_user_id IS NULL AND device_id IS NOT NULL
-    GROUP BY refresh_token_id, user_id, device_id
-), kept_pairs AS (
-    SELECT lp.max_id AS aid FROM refresh_tokens r
-    JOIN latest_pair lp ON lp.rid = r.id AND lp.user_id = r.user_id AND lp.device_id = r.device_id
-    LEFT JOIN superseded s ON s.rid = r.next_token_id
-    WHERE s.rid IS NULL
-), device_times AS (
-    SELECT a.user_id, a.device_id, MIN(COALESCE(a.last_validated, :run_start)) AS first_ms
+), device_tokens AS (
+    SELECT a.user_id, a.device_id, a.id, a.last_validated, a.refresh_token_id,
+           r.id AS rid, s.rid AS superseded_rid,
+           MAX(a.id) OVER (PARTITION BY a.refresh_token_id, a.user_id, a.device_id) AS max_id
     FROM access_tokens a
-    LEFT JOIN kept_pairs k ON k.aid = a.id
+    LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id AND r.user_id = a.user_id AND r.device_id = a.device_id
+    LEFT JOIN superseded s ON s.rid = r.next_token_id
     WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL
-      AND (a.refresh_token_id IS NULL OR k.aid IS NOT NULL)
-    GROUP BY a.user_id, a.device_id
+), device_times AS (
+    SELECT user_id, device_id, MIN(COALESCE(last_validated, :run_start)) AS first_ms
+    FROM device_tokens
+    WHERE refresh_token_id IS NULL OR (rid IS NOT NULL AND superseded_rid IS NULL AND id = max_id)
+    GROUP BY user_id, device_id
 )
 """
 
@@ -71,20 +70,22 @@ LEFT JOIN device_times dt ON dt.user_id = a.user_id AND dt.device_id = a.device_
 WHERE a.refresh_token_id IS NULL
 """
 
-# Phase 5: every access token with a refresh token, with its pairing facts.
+# Phase 5: every access token with a refresh token, with its pairing facts. The window gives, per
+# (refresh token, user, device), the highest non-puppet access-token id: the one pair that is kept.
 REFRESH_PAIRS = _CTES + f"""
 SELECT a.id, a.user_id, a.device_id, a.token, a.valid_until_ms, a.last_validated,
        a.puppets_user_id IS NOT NULL,
        (r.id IS NOT NULL AND r.user_id = a.user_id AND r.device_id = a.device_id) IS TRUE,
        r.id, r.token, d.device_id IS NOT NULL, d.hidden IS TRUE, s.rid IS NOT NULL,
-       lp.max_id = a.id, dt.first_ms, d.last_seen,
+       a.id = MAX(CASE WHEN a.puppets_user_id IS NULL THEN a.id END)
+              OVER (PARTITION BY a.refresh_token_id, a.user_id, a.device_id),
+       dt.first_ms, d.last_seen,
        {USER_COLS}
 FROM access_tokens a
 LEFT JOIN users u ON u.name = a.user_id
 LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id
 LEFT JOIN devices d ON d.user_id = r.user_id AND d.device_id = r.device_id
 LEFT JOIN superseded s ON s.rid = r.next_token_id
-LEFT JOIN latest_pair lp ON lp.rid = r.id AND lp.user_id = r.user_id AND lp.device_id = r.device_id
 LEFT JOIN device_times dt ON dt.user_id = a.user_id AND dt.device_id = a.device_id
 WHERE a.refresh_token_id IS NOT NULL
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -47,15 +48,15 @@ class Sampler:
         self._heap: list[tuple[int, str, UserFacts]] = []
         self.users: dict[str, UserFacts] = {}
 
-    def offer(self, user_id: str, facts: UserFacts) -> None:
-        """Phase 1: consider a migrated user for the sample."""
+    def offer(self, user_id: str, make_facts: Callable[[], UserFacts]) -> None:
+        """Phase 1: consider a migrated user for the sample (``make_facts`` is called only if it is kept)."""
         if self.size <= 0:
             return
         key = -int.from_bytes(hashlib.sha256(self._seed + user_id.encode("utf-8", "surrogatepass")).digest(), "big")
         if len(self._heap) < self.size:
-            heapq.heappush(self._heap, (key, user_id, facts))
+            heapq.heappush(self._heap, (key, user_id, make_facts()))
         elif key > self._heap[0][0]:
-            heapq.heapreplace(self._heap, (key, user_id, facts))
+            heapq.heapreplace(self._heap, (key, user_id, make_facts()))
 
     def freeze(self) -> None:
         """End of phase 1: the sample is fixed; later phases add facts to these users."""

@@ -131,6 +131,8 @@ class PostgresSource(SynapseSource):
         self.conn = conn
         self._n = 0
         conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE")
+        # Every cursor is read to the end: plan for total time, not for the first rows.
+        conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
 
     @staticmethod
     def _convert(query: str) -> str:

@@ -39,7 +39,8 @@ def test_provider_uuid_accepts_ulid_and_uuid():
     ("1.2.3", (None, True)), (" 1.2.3.4", (None, True)), ("", (None, True)), ("::ffff:1.2.3.004", (None, True)),
 ])
 def test_parse_ip(value, expected):
-    assert parse_ip(value) == expected
+    address, invalid = parse_ip(value)
+    assert (None if address is None else str(address), invalid) == expected
 
 
 @pytest.mark.parametrize("user_id,local", [
@@ -79,3 +80,40 @@ def test_progress_lines_every_interval_with_rate_and_eta():
     assert lines == ["phase 1 users: 2048 rows read, 341 rows/s, ~50% of ~4096, ETA 0:06"]
     p.done()
     assert lines[-1] == "phase 1 users: done, 2048 rows in 6.0 s"
+
+
+def test_mas_database_uri_from_config_keys(tmp_path):
+    from psycopg.conninfo import conninfo_to_dict
+
+    from engine.configdoc import load_mas_config
+    from migrator.settings import mas_database_uri
+
+    cfg = tmp_path / "mas.yaml"
+    cfg.write_text("database:\n  host: db.internal\n  port: 5433\n  username: mas\n  password: pw\n"
+                   "  database: masdb\n  ssl_mode: verify_full\n")
+    assert conninfo_to_dict(mas_database_uri(load_mas_config([str(cfg)]))) == {
+        "host": "db.internal", "port": "5433", "user": "mas", "password": "pw", "dbname": "masdb",
+        "sslmode": "verify-full"}
+    cfg.write_text("database:\n  uri: postgresql://mas@h/db\n")
+    assert mas_database_uri(load_mas_config([str(cfg)])) == "postgresql://mas@h/db"
+
+
+def test_provider_mapping_and_server_name(tmp_path):
+    from engine.configdoc import load_mas_config, load_synapse_config
+    from engine.errors import ConfigError
+    from migrator.settings import resolve
+
+    hs = tmp_path / "hs.yaml"
+    hs.write_text("server_name: example.org\ndatabase:\n  name: sqlite3\n  args:\n    database: /x.db\n")
+    mas = tmp_path / "mas.yaml"
+    mas.write_text("upstream_oauth2:\n  providers:\n    - id: 01ARZ3NDEKTSV4RRFFQ69G5FAV\n      synapse_idp_id: oidc-a\n"
+                   "    - id: 01ARZ3NDEKTSV4RRFFQ69G5FAW\n")
+    s = resolve(load_synapse_config([str(hs)]), load_mas_config([str(mas)]))
+    assert s.server_name == "example.org" and s.mapping == {"oidc-a": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}
+    assert s.synapse_database == {"name": "sqlite3", "args": {"database": "/x.db"}}
+    assert resolve(load_synapse_config([str(hs)]), load_mas_config([str(mas)]),
+                   synapse_sqlite="/y.db").synapse_database == "/y.db"
+    mas.write_text("upstream_oauth2:\n  providers:\n    - id: A\n      synapse_idp_id: oidc-a\n"
+                   "    - id: B\n      synapse_idp_id: oidc-a\n")
+    with pytest.raises(ConfigError, match="two MAS providers"):
+        resolve(load_synapse_config([str(hs)]), load_mas_config([str(mas)]))
