@@ -60,11 +60,14 @@ ORPHAN_QUERIES: dict[str, str] = {
                      "AND a.refresh_token_id IS NULL AND (a.device_id IS NULL OR EXISTS (SELECT 1 FROM devices d "
                      "WHERE d.user_id = a.user_id AND d.device_id = a.device_id)) "
                      "AND NOT EXISTS (SELECT 1 FROM users u WHERE u.name = a.user_id)",
-    # phase 5 selection: pairs with a matching refresh token and device row
+    # phase 5 selection: non-puppet pairs with a matching refresh token and device row, not superseded
+    # (the same selection as rules/checks/queries/fragments/phase5-refresh-pairs.sql)
     "refresh_tokens": "SELECT a.user_id FROM access_tokens a JOIN refresh_tokens r ON r.id = a.refresh_token_id "
                       "AND r.user_id = a.user_id AND r.device_id = a.device_id JOIN devices d "
                       "ON d.user_id = r.user_id AND d.device_id = r.device_id "
-                      "WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = a.user_id)",
+                      "WHERE a.puppets_user_id IS NULL AND (r.next_token_id IS NULL OR NOT EXISTS "
+                      "(SELECT 1 FROM access_tokens n WHERE n.refresh_token_id = r.next_token_id AND n.used IS TRUE)) "
+                      "AND NOT EXISTS (SELECT 1 FROM users u WHERE u.name = a.user_id)",
     "devices": "SELECT d.user_id FROM devices d WHERE d.hidden IS NOT TRUE "
                "AND NOT EXISTS (SELECT 1 FROM users u WHERE u.name = d.user_id)",
 }

@@ -477,3 +477,18 @@ def test_40_synapse_only_flags_not_migrated(synapse_db, mas):
     run(synapse_db, mas)
     assert rows(mas, "SELECT username, locked_at, deactivated_at, can_request_admin, is_guest FROM users") == \
         [("alice", None, None, False, False)]
+
+
+def test_20_orphan_rows_outside_the_phase_selections_do_not_block(synapse_db, mas):
+    """Rows that orphan-rows does not count (not selected by phases 4/5) must not stop the migration."""
+    seed(synapse_db, user())
+    device(synapse_db, "@ghost:example.org", hidden="true")
+    refresh(synapse_db, 2, user_id="@ghost:example.org", device_id="GONE")
+    refresh(synapse_db, 1, user_id="@ghost:example.org", next_id="2")
+    token(synapse_db, 1, "@ghost:example.org", refresh="1")                         # superseded pair
+    token(synapse_db, 2, "@ghost:example.org", device_id="GONE", refresh="2", used="true")  # device missing
+    token(synapse_db, 3, "@ghost:example.org", device_id="GONE")                    # device missing
+    token(synapse_db, 4, "@ghost:example.org", device_id=None, puppets=ALICE)       # puppet
+    r = run(synapse_db, mas)
+    assert r.entities["access_tokens"].skipped == {"hidden-device": 1, "device-missing": 2, "puppet-token": 1}
+    assert count(mas, "users") == 1
