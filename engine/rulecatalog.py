@@ -48,8 +48,9 @@ def get_rule(rule_id: str, rules_dir: str | None = None) -> CheckRule:
 
 
 def _condition(rule: CheckRule) -> list[tuple[str | None, dict[str, Any]]]:
-    """(variant name, its resolved `for_each`, `when` and severity) for each way the rule fires."""
-    return [(v.name, {"for_each": v.for_each, "when": " ".join((v.when or "").split()), "severity": v.severity})
+    """(variant name, its resolved `for_each`, `when`, severity and own message) for each way the rule fires."""
+    return [(v.name, {"for_each": v.for_each, "when": " ".join((v.when or "").split()), "severity": v.severity,
+                      "message": " ".join(v.message.split()) if v.message != rule.message else None})
             for v in rule.variants]
 
 
@@ -111,6 +112,8 @@ def doc_page(rule: CheckRule, rules_dir: str, cases_dir: str) -> str:
             if cond["for_each"]:
                 lines += [f"For each item of `{cond['for_each']}`:", ""]
             lines += _fence(cond["when"], "text") + [""]
+            if cond["message"]:
+                lines += ["Message:", ""] + _fence(cond["message"], "jinja") + [""]
     elif rule.evaluator:
         lines += ["## Condition", "", f"Evaluated in Python (`{rule.evaluator}`): MAS's published JSON Schema and the "
                   "rules of mapping.md section 6.", ""]
