@@ -204,11 +204,13 @@ def config_group() -> None:
 @click.option("--seed", hidden=True, help="Tests only: deterministic secrets, keys and ids (warns).")
 @click.option("--clock", hidden=True, help="Tests only: the generation time (ISO 8601).")
 @click.pass_context
-def config_generate(ctx: click.Context, synapse_configs, **kw) -> None:
+def config_generate(ctx: click.Context, synapse_configs, synapse_patch, trace_file, seed, clock, **kw) -> None:
     """Translate Synapse's configuration into MAS's; exit 0 (notes on stderr), 1 on bad input."""
-    from translator.command import GenerateCommand, run
+    from translator.command import run
+    from translator.generate import GenerateOptions
 
-    ctx.exit(run(GenerateCommand(synapse_configs=list(synapse_configs), **kw)))
+    ctx.exit(run(list(synapse_configs), GenerateOptions(**kw), synapse_patch=synapse_patch, trace_file=trace_file,
+                 seed=seed, clock=clock))
 
 
 # ---------------------------------------------------------------- the rule catalogue

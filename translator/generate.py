@@ -15,6 +15,7 @@ from ruamel.yaml.comments import CommentedMap
 from engine.configdoc import ConfigDoc, load_synapse_config
 from engine.errors import ConfigError
 from engine.findings import Finding, note, sort_findings
+from engine.rulefiles import default_rules_dir
 from engine.sensitive import is_sensitive, secret_values
 
 from .apply import Engine, TraceEntry
@@ -22,6 +23,7 @@ from .fresh import fresh_mas_config, write_secrets_dir
 from .patch import edit_list, new_patch_document, render_patch
 from .randomness import Entropy
 from .ruleset import load_ruleset
+from .shapes import check_shapes
 from .targetpath import get_at, parse_target
 from .transforms import normalise_url
 from .writer import atomic_write, dump, load_round_trip, move_comment, plain, to_node
@@ -161,6 +163,7 @@ def generate(synapse_paths: Sequence[str], options: GenerateOptions, entropy: En
         raise ConfigError("no Synapse configuration given", hint="pass --synapse-config FILE (repeatable)")
     ruleset = load_ruleset(options.rules_dir)
     synapse = load_synapse_config(list(synapse_paths), skip_patch_overlays=True)
+    check_shapes(synapse, options.rules_dir or default_rules_dir())
     root, base = _base_document(options, entropy)
     engine = Engine(ruleset, synapse, options.expression_options(), entropy, entropy.now(), options.rules_dir)
     engine.run("mas", root)

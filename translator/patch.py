@@ -5,10 +5,9 @@ describes it for admins who prefer to edit their files in place. The edit list n
 """
 from __future__ import annotations
 
-import io
+import json
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from engine.configdoc import PATCH_MARKER, ConfigDoc
@@ -54,13 +53,8 @@ def _hide(value: Any, path: tuple) -> Any:
 
 
 def _flow(key: str, value: Any) -> str:
-    y = YAML(typ="safe", pure=True)
-    y.default_flow_style = True
-    y.width = 4096
-    buf = io.StringIO()
-    y.dump({key: value}, buf)
-    text = buf.getvalue().strip()
-    return text[1:-1] if text.startswith("{") and text.endswith("}") else text
+    # JSON is YAML flow syntax, and unambiguous for values such as `"yes"` or `"0123"`.
+    return f"{key}: {json.dumps(value, ensure_ascii=False)}"
 
 
 def edit_list(doc: CommentedMap, synapse: ConfigDoc) -> list[str]:

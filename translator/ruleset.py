@@ -332,11 +332,21 @@ def _order(rules: list[Rule], by_id: dict[str, Rule]) -> list[Rule]:
     while len(done) < len(rules):
         ready = [n for n in range(len(rules)) if n not in placed and preds[n] <= placed]
         if not ready:
-            stuck = next(rules[n] for n in range(len(rules)) if n not in placed)
+            stuck = rules[_on_cycle(preds, placed)]
             raise _fail(f"rule `{stuck.id}` is part of an `after` cycle", stuck.location)
         done.append(ready[0])
         placed.add(ready[0])
     return [rules[n] for n in done]
+
+
+def _on_cycle(preds: dict[int, set[int]], placed: set[int]) -> int:
+    """A rule on a cycle: walk unplaced predecessors until one repeats."""
+    node = next(n for n in preds if n not in placed)
+    seen: list[int] = []
+    while node not in seen:
+        seen.append(node)
+        node = min(p for p in preds[node] if p not in placed)
+    return node
 
 
 def _order_vars(files: list[MappingFile]) -> list[tuple[str, str]]:

@@ -46,6 +46,9 @@ class Select:
     value: Any
 
     def text(self) -> str:
+        # A string that reads as a number is quoted, so that parsing the text gives the string back.
+        if isinstance(self.value, str) and re.fullmatch(r"-?\d+", self.value.strip()):
+            return f"[{self.key}='{self.value}']"
         return f"[{self.key}={self.value}]"
 
 

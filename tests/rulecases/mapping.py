@@ -15,6 +15,8 @@ Case keys:
 * ``trace``: entries the trace must contain (``to``, ``from``, ``rule`` default the rule under test,
   ``origin``);
 * ``fires`` (default true): whether the rule under test writes (a trace entry) or reports (a note);
+* ``error``: ``{line, message_contains}`` of the error (exit 1) generate must stop with instead; nothing else
+  is checked then;
 * ``mas_invalid``: the MAS-rule ids (``MAS-U1``) or ``schema`` the generated document is expected to fail;
   any other error of the published schema or of engine.masvalidate fails the case.
 
@@ -29,11 +31,15 @@ import os
 import tempfile
 from typing import Any
 
-from engine.configdoc import load_mas_config
+import pytest
+
+from engine.configdoc import ConfigDoc
+from engine.errors import Syn2MasError
 from engine.findings import Finding
 from engine.masvalidate import validate_mas_config
 from engine.rulecases import markers, snippets
 from engine.rulefiles import RuleFile
+from engine.yamlsource import load_yaml_text
 from translator.generate import GENERATE_CHECKS, GenerateOptions, GenerateResult, generate
 from translator.randomness import Entropy
 from translator.ruleset import load_ruleset
@@ -41,7 +47,7 @@ from translator.targetpath import get_at, parse_target
 
 CLOCK = _dt.datetime(2026, 8, 7, 12, 0, tzinfo=_dt.timezone.utc)
 _CASE_KEYS = {"synapse", "files", "inputs", "existing_mas", "options", "mas", "mas_absent", "patch", "patch_absent",
-              "findings", "trace", "fires", "mas_invalid", "description"}
+              "findings", "trace", "fires", "mas_invalid", "error"}
 
 
 class FastEntropy(Entropy):
@@ -84,15 +90,13 @@ def mas_schema_path() -> str:
 
 
 def validation_errors(mas_text: str, directory: str) -> list[Finding]:
-    """Errors of the published schema (with formats) and of mapping.md 6.2 for a generated MAS document."""
-    path = os.path.join(directory, ".generated-mas.yaml")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(mas_text)
-    try:
-        doc = load_mas_config([path])
-        found = validate_mas_config(doc, mas_schema_path(), base_dir=directory)
-    finally:
-        os.unlink(path)
+    """Errors of the published schema (with formats) and of mapping.md 6.2 for a generated MAS document.
+
+    The text is parsed the way MAS parses it (YAML 1.2), so quoting mistakes of the writer show up here.
+    """
+    data = load_yaml_text(mas_text, "generated-mas.yaml", (1, 2)).data
+    doc = ConfigDoc(data=data, files=["generated-mas.yaml"])
+    found = validate_mas_config(doc, mas_schema_path(), base_dir=directory)
     return [f for f in found if f.severity == "error"]
 
 
@@ -192,6 +196,9 @@ def run_case(rule_file: RuleFile, rule_id: str, case_name: str, case: dict) -> N
     unknown = set(case) - _CASE_KEYS
     assert not unknown, f"{case_name}: unknown case keys {sorted(unknown)}"
     rule_ids = {r.id for mf in load_ruleset().files if mf.path == rule_file.path for r in mf.rules}
+    if "error" in case:
+        _assert_error(case)
+        return
     with tempfile.TemporaryDirectory(prefix="syn2mas-case-") as directory:
         result = run_generate(case, directory)
         errors = validation_errors(result.mas_text, directory)
@@ -210,6 +217,16 @@ def run_case(rule_file: RuleFile, rule_id: str, case_name: str, case: dict) -> N
     expected_fire = case.get("fires", True)
     assert fired(result, rule_id) == expected_fire, \
         f"`{rule_id}` {'did not fire' if expected_fire else 'fired'} (set `fires:` to what the case shows)"
+
+
+def _assert_error(case: dict) -> None:
+    want = case["error"]
+    with tempfile.TemporaryDirectory(prefix="syn2mas-case-") as directory:
+        with pytest.raises(Syn2MasError) as caught:
+            run_generate(case, directory)
+    error = caught.value
+    assert error.line == want.get("line", error.line), f"error at line {error.line}: {error}"
+    assert str(want.get("message_contains", "")) in str(error), str(error)
 
 
 def _patch_data(result: GenerateResult) -> dict:

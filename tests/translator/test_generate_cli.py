@@ -1,0 +1,135 @@
+"""`syn2mas config generate` as the admin runs it: exit codes, files written, nothing secret printed."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SEEDED = ["--seed", "1", "--clock", "2026-08-07T12:00:00Z"]
+
+
+def _invoke(args, cwd):
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli.main, ["config", "generate", *args], catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def test_generate_writes_both_files_0600_and_reports_on_stderr(tmp_path):
+    (tmp_path / "homeserver.yaml").write_text(
+        "server_name: example.org\nenable_registration: true\noidc_providers:\n"
+        "  - {idp_id: a, issuer: 'https://id.example.org/', client_id: a, idp_icon: 'mxc://x/y'}\n")
+    result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--synapse-patch", "patch.yaml",
+                      "--trace", "trace.json", *SEEDED], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    for name in ("mas.yaml", "patch.yaml"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    assert "homeserver.yaml:4:" in result.stderr and "[warning] Provider `oidc-a`: `idp_icon`" in result.stderr
+    assert "wrote a fresh configuration to mas.yaml" in result.stderr
+    assert "replace `enable_registration` in homeserver.yaml line 2 with: enable_registration: false" in result.stderr
+    assert result.stderr.rstrip().endswith("1 warning, 1 note")
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert {"to": "matrix.homeserver", "from": "S:server_name", "rule": "matrix.homeserver",
+            "origin": "homeserver.yaml:1:1", "document": "mas"} in trace["trace"]
+    again = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--seed", "2"], tmp_path)
+    assert again.exit_code == 0 and "updated mas.yaml" in again.stderr
+
+
+def _assert_usage_error(result, tmp_path, *fragments):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr
+    assert not (tmp_path / "mas.yaml").exists()
+
+
+def test_malformed_yaml_exits_1_with_file_and_line(tmp_path):
+    (tmp_path / "homeserver.yaml").write_text("server_name: x\npassword_config: [\n")
+    result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml"], tmp_path)
+    _assert_usage_error(result, tmp_path, "error: homeserver.yaml:3:1: YAML syntax error")
+
+
+def test_wrong_types_exit_1_with_file_line_and_key(tmp_path):
+    (tmp_path / "homeserver.yaml").write_text("server_name: x\noidc_providers:\n  idp_id: a\n")
+    result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml"], tmp_path)
+    _assert_usage_error(result, tmp_path, "error: homeserver.yaml:2:1: `oidc_providers` must be a list, not a mapping",
+                        "(key `oidc_providers`)")
+
+
+def test_unsupported_tag_missing_file_and_bad_existing_output_exit_1(tmp_path):
+    (tmp_path / "tagged.yaml").write_text("server_name: !include name.yaml\n")
+    _assert_usage_error(_invoke(["--synapse-config", "tagged.yaml", "--output", "mas.yaml"], tmp_path), tmp_path,
+                        "tagged.yaml:1:14", "unsupported YAML tag")
+    _assert_usage_error(_invoke(["--synapse-config", "missing.yaml", "--output", "mas.yaml"], tmp_path), tmp_path,
+                        "missing.yaml", "not found")
+    (tmp_path / "homeserver.yaml").write_text("server_name: x\n")
+    (tmp_path / "old.yaml").write_text("matrix: {secret: [\n")
+    _assert_usage_error(_invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--from-mas",
+                                 "old.yaml"], tmp_path), tmp_path, "old.yaml:2:1")
+
+
+def test_the_installed_command_runs_without_a_traceback(tmp_path):
+    (tmp_path / "homeserver.yaml").write_text("server_name: x\nemail: 5\n")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), "config", "generate", "--synapse-config",
+                           "homeserver.yaml", "--output", "mas.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "homeserver.yaml:2:1: `email` must be a mapping or false, not a number" in proc.stderr
+
+
+_SECRET = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x24FF, blacklist_categories=("Cs", "Cc")),
+                  min_size=10, max_size=40).map(lambda s: "Zq" + s)
+
+
+@pytest.fixture(scope="module")
+def existing_mas(tmp_path_factory) -> str:
+    """A MAS configuration to update, so that the property runs do not each generate RSA keys."""
+    workdir = tmp_path_factory.mktemp("base")
+    (workdir / "homeserver.yaml").write_text("server_name: example.org\n")
+    assert _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", *SEEDED], workdir).exit_code == 0
+    return str(workdir / "mas.yaml")
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pepper=_SECRET, client_secret=_SECRET, smtp_pass=_SECRET, captcha=_SECRET, shared=_SECRET)
+def test_secrets_never_reach_stdout_or_stderr(tmp_path_factory, existing_mas, pepper, client_secret, smtp_pass,
+                                              captcha, shared):
+    workdir = tmp_path_factory.mktemp("secrets")
+    config = {
+        "server_name": "example.org",
+        "password_config": {"pepper": pepper, "policy": {"minimum_length": 8}},
+        "enable_registration": True, "enable_registration_captcha": True,
+        "recaptcha_public_key": "site-key", "recaptcha_private_key": captcha,
+        "email": {"smtp_host": "mail.example.org", "smtp_user": "u", "smtp_pass": smtp_pass, "notif_from": "a@b.org"},
+        "matrix_authentication_service": {"enabled": True, "secret": shared},
+        "oidc_providers": [{"idp_id": "a", "issuer": "https://id.example.org/", "client_id": "c",
+                            "client_secret": client_secret, "client_secret_path": "/etc/s", "idp_icon": "mxc://x",
+                            "client_auth_method": "none", "scopes": ["openid", "bad scope"]}],
+    }
+    # JSON is YAML; the dump quotes every secret however odd its characters.
+    (workdir / "homeserver.yaml").write_text(json.dumps(config, ensure_ascii=False))
+    result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--synapse-patch", "patch.yaml",
+                      "--from-mas", existing_mas], workdir)
+    assert result.exit_code == 0, result.stderr
+    printed = result.stdout + result.stderr
+    for secret in (pepper, client_secret, smtp_pass, captcha, shared):
+        assert secret not in printed
+    # ...while the files carry them, exactly (quoted so that YAML gives them back unchanged).
+    written = YAML(typ="safe", pure=True).load((workdir / "mas.yaml").read_text(encoding="utf-8"))
+    assert written["passwords"]["schemes"][0]["secret"] == pepper
+    assert written["email"]["password"] == smtp_pass and written["matrix"]["secret"] == shared
+    assert written["captcha"]["secret_key"] == captcha
