@@ -224,6 +224,9 @@ def run_database_checks(facts: DbFacts, *, synapse: DbHandle | None = None, mas:
             reason = (unavailable or {}).get(database, f"no {LABEL[database]} given")
             result.skipped.append(SkippedRule(rule.id, reason))
             continue
+        predicate = PREDICATES.get(rule.raw.get("predicate", ""))
+        if not (predicate and predicate.before_snapshot):
+            handle.tune()
         if database == "mas" and not linked_read and "synapse" in handles:
             facts.linked_providers = _linked_providers(handles["synapse"], checks_dir)
             linked_read = True

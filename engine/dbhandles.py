@@ -32,6 +32,7 @@ class DbHandle:
     location: Location
     source: SynapseSource | None = None
     _savepoints: int = field(default=0, repr=False)
+    _tuned: bool = field(default=False, repr=False)
 
     @classmethod
     def for_synapse(cls, source: SynapseSource, location: Location) -> "DbHandle":
@@ -50,6 +51,19 @@ class DbHandle:
         """``synapse-db:users``, ``mas-db`` ..."""
         prefix = LOGICAL_PREFIX[self.database]
         return f"{prefix}:{table}" if table else prefix
+
+    def tune(self) -> None:
+        """Session settings for the checks, local to the read transaction (gone at its end).
+
+        The planner overestimates these one-off aggregate queries on large tables, and PostgreSQL then
+        spends longer JIT-compiling them than running them (measured: 6.6 s of 8 s at 100k users).
+        Called after any table locks: SET takes no snapshot, but locks must come first anyway.
+        """
+        if self.dialect == "postgresql" and not self._tuned:
+            self.conn.execute("SET LOCAL jit = off")
+            # Sorting a million token keys in the default 4 MB spills to disk; 32 MB per sort is modest.
+            self.conn.execute("SET LOCAL work_mem = '32MB'")
+        self._tuned = True
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run one read-only statement and return its rows as dictionaries of plain values."""

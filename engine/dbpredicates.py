@@ -69,16 +69,17 @@ def synapse_tables_locked(handle: DbHandle, data: dict[str, Any]) -> dict[str, A
     if isinstance(source, SqliteSource):
         openers = source.other_openers()
         if openers is None:
-            return {"state": "assumed" if assume else "unverifiable", "sessions": [], "reason": "no /proc"}
+            return {"state": "assumed" if assume else "unverifiable", "sessions": [],
+                    "reason": "this platform does not show which processes have the SQLite file open"}
         return {"state": "busy" if openers else "stopped", "sessions": [f"process {p}" for p in openers],
-                "reason": ""}
+                "reason": "other processes have the SQLite file open"}
     assert isinstance(source, PostgresSource)
     state, reason = "stopped", ""
     try:
         with handle.savepoint():
             _lock_all(handle.conn, "EXCLUSIVE")
     except pgerrors.LockNotAvailable:
-        state, reason = "busy", "lock not available"
+        state, reason = "busy", "its tables cannot be locked EXCLUSIVE without waiting"
     except pgerrors.InsufficientPrivilege:
         # PostgreSQL grants EXCLUSIVE only to roles that may also write the table.
         state, reason = ("assumed" if assume else "unverifiable"), "the role may only read the Synapse tables"
