@@ -23,7 +23,6 @@ from .varsafety import output_paths, sensitive_hits
 from .yamlsource import load_yaml_file
 
 CONFIG_SCOPES = ("synapse", "synapse+mas")
-_TEMPLATE_FIELDS = ("message", "remediation", "at", "provider", "option")
 _VARIANT_FIELDS = ("for_each", "when", "at", "vars", "severity", "message", "remediation", "provider", "option")
 
 

@@ -41,7 +41,7 @@ def is_url(value: Any) -> bool:
         return False
     try:
         parts = urllib.parse.urlsplit(value)
-        parts.port  # raises ValueError for a non-numeric or out-of-range port
+        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
     except ValueError:
         return False
     if not parts.scheme or not _URL_SCHEME.fullmatch(parts.scheme):
@@ -66,7 +66,8 @@ def synapse_oidc_providers(synapse: Any) -> list[dict]:
     """Synapse's OIDC providers (mapping.md 4.1) as plain data for rules, secrets removed.
 
     Each entry: ``key``, ``path`` (key path text), ``source`` (`oidc_providers` or `oidc_config`),
-    ``skipped`` (the reason `generate` does not convert it, or null), ``duplicate`` and ``config`` (sensitive values replaced by a marker).
+    ``skipped`` (the reason `generate` does not convert it, or null), ``duplicate`` and ``config``
+    (sensitive values replaced by a marker).
     """
     if not isinstance(synapse, dict):
         return []

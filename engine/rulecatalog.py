@@ -29,9 +29,9 @@ def list_text(rules_dir: str | None = None) -> str:
     """A fixed-width table of the catalogue."""
     rows = list_rows(rules_dir)
     width = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("id", "severity", "scope")}
-    lines = [f"{'id'.ljust(width['id'])}  {'severity'.ljust(width['severity'])}  {'scope'.ljust(width['scope'])}  summary"]
-    lines += [f"{r['id'].ljust(width['id'])}  {r['severity'].ljust(width['severity'])}  "
-              f"{r['scope'].ljust(width['scope'])}  {r['summary']}" for r in rows]
+    header = {"id": "id", "severity": "severity", "scope": "scope", "summary": "summary"}
+    lines = [f"{r['id'].ljust(width['id'])}  {r['severity'].ljust(width['severity'])}  "
+             f"{r['scope'].ljust(width['scope'])}  {r['summary']}" for r in [header, *rows]]
     return "\n".join(lines) + "\n"
 
 
@@ -70,7 +70,8 @@ def explain_text(rule_id: str, rules_dir: str | None = None, cases_dir: str | No
     rule = get_rule(rule_id, rules_dir)
     where = rule.where
     lines = [f"{rule.id} ({severities_text(rule)}, scope {rule.scope})", "", rule.summary, "",
-             "Message (template): " + " ".join(rule.message.split()), "", "Fix: " + " ".join(rule.remediation.split()), ""]
+             "Message (template): " + " ".join(rule.message.split()), "",
+             "Fix: " + " ".join(rule.remediation.split()), ""]
     for name, cond in _condition(rule):
         label = f"variant `{name}`" if name else "condition"
         parts = [f"for each of {cond['for_each']}" if cond["for_each"] else "",

@@ -80,7 +80,7 @@ def _part_matches(a: str, b: str) -> bool:
 def overlaps(path: Path, pattern: Path) -> bool:
     """True when ``path`` is a sensitive path, inside one, or an ancestor of one."""
     path = _collapse(path)
-    return all(_part_matches(a, b) for a, b in zip(path, pattern))
+    return all(_part_matches(a, b) for a, b in zip(path, pattern, strict=False))  # a prefix either way
 
 
 def sensitive_hits(paths: Iterable[Path], patterns: Iterable[str]) -> list[str]:

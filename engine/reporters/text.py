@@ -25,8 +25,9 @@ def _position(f: Finding) -> str:
 def _line(f: Finding, style: _Style, width: int) -> list[str]:
     label = "accepted" if f.acknowledged is not None else f.severity
     where = f"[{f.location.logical}] " if f.location.logical else ""
-    out = [f"  {_position(f).ljust(width)}  {style(f.severity.ljust(7), _COLOURS[label])}  {where}{one_line(f.message)}  "
-           f"{style('(' + f.rule + ')', _DIM)}"]
+    severity = style(f.severity.ljust(7), _COLOURS[label])
+    rule = style(f"({f.rule})", _DIM)
+    out = [f"  {_position(f).ljust(width)}  {severity}  {where}{one_line(f.message)}  {rule}"]
     if f.samples:
         out.append(" " * (width + 4) + style("samples: " + ", ".join(f.samples), _DIM))
     if f.remediation and f.severity != "info":

@@ -52,7 +52,8 @@ def test_a_valid_file_loads_with_positions(tmp_path):
     ("- rule: guests-in-database\n    reason: '  a b c d e f g h i  '", 4, "at least 10 non-blank"),
     ("- rule: guest-access-enabled\n    reason: We really want guests here.", 3, "cannot be acknowledged"),
     ("- rule: no-such-rule\n    reason: We really want guests here.", 3, "unknown rule `no-such-rule`"),
-    ("- rule: guests-in-database\n    reason: Historic guests, OPS-123.\n    where: {user: x}", 5, "unknown `where` key"),
+    ("- rule: guests-in-database\n    reason: Historic guests, OPS-123.\n    where: {user: x}", 5,
+     "unknown `where` key"),
     ("- rule: guests-in-database\n    reason: Historic guests, OPS-123.\n    until: next year", 5, "ISO date"),
     ("- rule: guests-in-database\n    reason: Historic guests, OPS-123.\n    max_count: -1", 5, "non-negative"),
     ("- rule: guests-in-database\n    reason: Historic guests, OPS-123.\n    colour: red", 5, "unknown key `colour`"),
@@ -108,7 +109,8 @@ def test_apply_marks_matching_warnings_and_reports_unused_and_expired():
     ]
     icon = finding(provider="oidc-corp", option="idp_icon")
     other = finding(provider="oidc-other", option="idp_icon")
-    guests_ok = finding("guests-in-database", count=10, location=Location("hs.yaml", 1, 1, "database", "synapse-db:users"))
+    guests_ok = finding("guests-in-database", count=10,
+                        location=Location("hs.yaml", 1, 1, "database", "synapse-db:users"))
     guests_many = finding("guests-in-database", count=11, location=Location("hs.yaml", 1, 1, "database"))
     pepper = finding("pepper-mismatch")
     pepper_error = finding("pepper-mismatch", severity="error")

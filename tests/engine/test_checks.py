@@ -49,12 +49,14 @@ RULE_HEAD = """\
 
 
 @pytest.mark.parametrize("scope, extra, leaked", [
-    ("synapse", "  when: truthy(password_config)\n  vars: {x: password_config.pepper}\n", "synapse:password_config.pepper"),
+    ("synapse", "  when: truthy(password_config)\n  vars: {x: password_config.pepper}\n",
+     "synapse:password_config.pepper"),
     ("synapse", "  when: truthy(password_config)\n  vars: {x: password_config}\n", "password_config.pepper"),
     ("synapse", "  when: '`true`'\n  vars: {x: '@'}\n", "password_config.pepper"),
     ("synapse", "  for_each: oidc_providers\n  when: truthy(item)\n  vars: {x: item.client_secret}\n",
      "oidc_providers[].client_secret"),
-    ("synapse", "  for_each: oidc_providers[?issuer]\n  when: truthy(item)\n  vars: {x: \"join(',', [item.client_secret])\"}\n",
+    ("synapse", "  for_each: oidc_providers[?issuer]\n  when: truthy(item)\n"
+                "  vars: {x: \"join(',', [item.client_secret])\"}\n",
      "oidc_providers[].client_secret"),
     ("synapse+mas", "  when: truthy(mas.matrix)\n  vars: {x: to_string(mas.matrix.secret)}\n", "mas:matrix.secret"),
     ("synapse+mas", "  when: truthy(mas.matrix)\n  vars: {x: \"mas_raw.passwords.schemes[0]\"}\n",
@@ -89,7 +91,8 @@ def test_other_load_errors_name_file_and_line(tmp_path):
     with pytest.raises(RuleFileError, match="invalid JMESPath") as err:
         load_check_rules(bad_expr)
     assert err.value.line == 9 and err.value.key == "rules[0].when"
-    no_when = rules_dir_with(tmp_path / "b", {"demo.yaml": one_rule("synapse", RULE_HEAD + "  variants:\n    - {name: a}\n")})
+    no_when = rules_dir_with(tmp_path / "b",
+                             {"demo.yaml": one_rule("synapse", RULE_HEAD + "  variants:\n    - {name: a}\n")})
     with pytest.raises(RuleFileError, match="needs a `when`"):
         load_check_rules(no_when)
     dup = rules_dir_with(tmp_path / "c", {"a.yaml": one_rule("synapse", RULE_HEAD + "  when: '`true`'\n"),

@@ -1,10 +1,20 @@
-"""The named predicates check rules call (engine/predicates.py) and Synapse's provider keys (engine/synapse_providers.py)."""
+"""Named predicates of check rules (engine/predicates.py) and Synapse's provider keys (engine/synapse_providers.py)."""
 from __future__ import annotations
 
 import pytest
 
-from engine.predicates import (Evaluator, SecretFiles, is_scope_token, is_url, mas_providers_for, matrix_secret_check,
-                               pepper_check, provider_pairs, strip_sensitive, synapse_oidc_providers)
+from engine.predicates import (
+    Evaluator,
+    SecretFiles,
+    is_scope_token,
+    is_url,
+    mas_providers_for,
+    matrix_secret_check,
+    pepper_check,
+    provider_pairs,
+    strip_sensitive,
+    synapse_oidc_providers,
+)
 from engine.rulefiles import default_rules_dir
 from engine.sensitive import REDACTED
 from engine.synapse_providers import collect_providers, provider_key, synapse_oidc_keys

@@ -6,12 +6,12 @@ import json
 import jsonschema
 import pytest
 
+from engine.checks import SkippedRule
 from engine.findings import Finding, sort_findings
 from engine.locations import Location
 from engine.reporters import render, resolve_format
 from engine.reporters.github import escape_data, escape_property
 from engine.reporters.model import InputFile, Report, RuleInfo
-from engine.checks import SkippedRule
 
 # A minimal skeleton of the SARIF 2.1.0 schema: the properties code-scanning consumers rely on.
 SARIF_SKELETON = {
@@ -84,8 +84,8 @@ def report(tmp_path, monkeypatch):
              RuleInfo("oidc-provider-option-unsupported", "warning", "synapse", "Option lost.", "See docs."),
              RuleInfo("guests-in-database", "warning", "database", "Guests exist.", "Acknowledge.")]
     inputs = [InputFile.of("homeserver.yaml", "synapse")]
-    return Report("lint", sort_findings(findings), [SkippedRule("pepper-mismatch", "needs the MAS configuration (`--config`)")],
-                  inputs, rules, "sha256:abc")
+    skipped = [SkippedRule("pepper-mismatch", "needs the MAS configuration (`--config`)")]
+    return Report("lint", sort_findings(findings), skipped, inputs, rules, "sha256:abc")
 
 
 def test_json_is_a_versioned_document(report):
