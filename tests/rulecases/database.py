@@ -1,8 +1,11 @@
 """Executor of YAML cases for database rules (style.md 3): `synapse_db:` / `mas_db:` rows per table.
 
-A case is loaded into a fresh clone of the real Synapse schema (PostgreSQL) and, for Synapse rules,
-also into a SQLite database with the same tables, so that every Synapse rule is proven on both
-dialects with the same expectations. Case keys:
+A case is loaded into a database with the real Synapse schema (PostgreSQL; one database per process,
+its six tables emptied before each case, or a fresh clone when the case changes the schema) and, for
+Synapse rules, also into a SQLite database with the same tables, so that every Synapse rule is proven
+on both dialects with the same expectations. MAS cases use the MAS schema fixture the same way. The
+YAML runner gives executors no pytest fixtures, so this module starts its own PostgreSQL once per
+process (``shared_server``); direct callers may pass ``pg_server``. Case keys:
 
 * ``synapse`` (YAML text; default ``server_name: example.org``), ``mas_config`` (YAML text; default: a
   MAS configuration without providers);
