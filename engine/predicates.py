@@ -131,7 +131,8 @@ class SecretFiles:
 
 
 def _v1_scheme(mas: dict) -> tuple[int, dict] | None:
-    schemes = (mas.get("passwords") or {}).get("schemes")
+    passwords = mas.get("passwords")
+    schemes = passwords.get("schemes") if isinstance(passwords, dict) else None
     for i, scheme in enumerate(schemes if isinstance(schemes, list) else []):
         if isinstance(scheme, dict) and scheme.get("version") == 1:
             return i, scheme
@@ -150,7 +151,8 @@ def pepper_check(synapse: Any, mas: Any, files: SecretFiles) -> dict:
     count as equal. Outcome `no_scheme` when MAS has no version-1 scheme (another rule reports that).
     """
     synapse = synapse if isinstance(synapse, dict) else {}
-    pepper = _as_bytes((synapse.get("password_config") or {}).get("pepper"))
+    config = synapse.get("password_config")
+    pepper = _as_bytes(config.get("pepper") if isinstance(config, dict) else None)
     found = _v1_scheme(mas if isinstance(mas, dict) else {})
     result: dict[str, Any] = {"outcome": "no_scheme", "synapse_set": bool(pepper), "mas_set": False,
                               "mas_key": None, "path": "passwords.schemes", "file": None, "reason": None,
