@@ -223,11 +223,11 @@ def build_rules(rule_file: RuleFile, rules_dir: str, *, check: bool = True) -> l
     return out
 
 
-def _catalogue(files: list[RuleFile], rules_dir: str, check: bool) -> tuple[CheckRule, ...]:
+def _catalogue(files: list[tuple[RuleFile, bool]], rules_dir: str) -> tuple[CheckRule, ...]:
     rules: list[CheckRule] = []
     seen: dict[str, CheckRule] = {}
-    for rule_file in files:
-        for rule in build_rules(rule_file, rules_dir, check=check):
+    for rule_file, checked in files:
+        for rule in build_rules(rule_file, rules_dir, check=not checked):
             if rule.id in seen:
                 first = seen[rule.id].where
                 raise RuleFileError(f"rule id `{rule.id}` is also defined at {first.file}:{first.line}",
@@ -240,26 +240,23 @@ def _catalogue(files: list[RuleFile], rules_dir: str, check: bool) -> tuple[Chec
 def load_rule_files(rules_dir: str) -> list[RuleFile]:
     """Every check-rule file from YAML, validated by schema and by the load-time checks (slow path)."""
     files = discover(rules_dir, "checks")
-    _catalogue(files, rules_dir, check=True)
+    _catalogue([(f, False) for f in files], rules_dir)
     return files
 
 
 def load_check_rules(rules_dir: str | None = None) -> tuple[CheckRule, ...]:
     """Every check rule under ``rules_dir/checks`` (all scopes), validated; ids are unique.
 
-    Uses the compiled bundle (engine.rulebundle) when it matches the rule files, else the YAML.
+    Files come from the compiled bundle (engine.rulebundle) where it matches them, else from their YAML.
     """
     return _load_check_rules(os.path.abspath(rules_dir or default_rules_dir()))
 
 
 @functools.lru_cache(maxsize=8)
 def _load_check_rules(rules_dir: str) -> tuple[CheckRule, ...]:
-    from .rulebundle import load_bundle
+    from . import rulebundle
 
-    bundled = load_bundle(rules_dir)
-    if bundled is not None:
-        return _catalogue(bundled, rules_dir, check=False)
-    return _catalogue(discover(rules_dir, "checks"), rules_dir, check=True)
+    return _catalogue(rulebundle.load_rule_files(rules_dir), rules_dir)
 
 
 def rules_by_id(rules_dir: str | None = None) -> dict[str, CheckRule]:

@@ -188,13 +188,22 @@ def test_compiled_catalogue_is_used_when_fresh(tmp_path):
     assert rule.summary == "Read from the bundle." and rule.where.line == 4
 
 
-def test_stale_catalogue_falls_back_to_the_yaml(tmp_path):
-    rule = one_rule("synapse", RULE_HEAD + "  when: '`true`'\n")
-    rules_dir = rules_dir_with(tmp_path, {"demo.yaml": rule})
-    write_bundle(rules_dir)
-    (tmp_path / "rules" / "checks" / "demo.yaml").write_text(rule.replace("A demo rule.", "Changed."))
-    (changed,) = load_check_rules(rules_dir)
-    assert changed.summary == "Changed."
+def test_a_stale_entry_falls_back_to_the_yaml_of_that_file_only(tmp_path):
+    import json
+
+    rule_a = one_rule("synapse", RULE_HEAD + "  when: '`true`'\n")
+    rule_b = rule_a.replace("demo-rule", "other-rule")
+    rules_dir = rules_dir_with(tmp_path, {"a.yaml": rule_a, "b.yaml": rule_b})
+    path = write_bundle(rules_dir)
+    bundle = json.loads(open(path).read())
+    for entry in bundle["files"]:
+        entry["data"]["rules"][0]["summary"] = "Read from the bundle."
+    open(path, "w").write(json.dumps(bundle))
+    (tmp_path / "rules" / "checks" / "b.yaml").write_text(rule_b.replace("A demo rule.", "Changed on disk."))
+    assert not is_fresh(rules_dir)
+    a, b = load_check_rules(rules_dir)
+    assert (a.id, a.summary) == ("demo-rule", "Read from the bundle.")
+    assert (b.id, b.summary) == ("other-rule", "Changed on disk.")
 
 
 def test_the_shipped_compiled_catalogue_is_fresh():
