@@ -77,7 +77,8 @@ def synapse_oidc_providers(synapse: Any) -> list[dict]:
 
 
 def _mas_providers(mas: Any) -> list[tuple[int, dict]]:
-    providers = ((mas or {}).get("upstream_oauth2") or {}).get("providers") if isinstance(mas, dict) else None
+    section = mas.get("upstream_oauth2") if isinstance(mas, dict) else None
+    providers = section.get("providers") if isinstance(section, dict) else None
     if not isinstance(providers, list):
         return []
     return [(i, p) for i, p in enumerate(providers) if isinstance(p, dict)]

@@ -7,9 +7,11 @@ import shutil
 import textwrap
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.checks import CheckOptions, known_provider_ids, load_check_rules, rule_holds, rules_by_id, run_checks
-from engine.configdoc import load_mas_config, load_synapse_config
+from engine.configdoc import ConfigDoc, load_mas_config, load_synapse_config
 from engine.errors import RuleFileError
 from engine.rulebundle import is_fresh, write_bundle
 from engine.rulefiles import default_rules_dir
@@ -229,3 +231,27 @@ def test_catalogue_matches_checks_md_sections_4_1_and_4_2(shared_dir):
         assert rule.severity == severity.split()[0], f"{rule_id}: {rule.severity} vs {severity}"
         if "unverifiable" in severity:
             assert "warning" in rule.severities, rule_id
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["", "x", "true", "oidc", "bcrypt", "sqlite3"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["enabled", "module", "config", "idp_id", "client_id", "issuer", "version", "algorithm",
+                         "secret", "secret_file", "schemes", "providers", "pepper", "msc3861", "name"]),
+        inner, max_size=4),
+    max_leaves=12)
+_SYNAPSE_KEYS = ["saml2_config", "cas_config", "jwt_config", "password_providers", "modules", "ldap_config",
+                 "password_config", "database", "oidc_providers", "oidc_config", "email", "user_consent",
+                 "enable_registration", "disable_registration", "matrix_authentication_service",
+                 "experimental_features", "login_via_existing_session", "allow_guest_access", "server_name"]
+_MAS_KEYS = ["passwords", "matrix", "upstream_oauth2", "email", "captcha", "branding", "secrets"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(_SYNAPSE_KEYS), _json_values, max_size=8),
+       st.dictionaries(st.sampled_from(_MAS_KEYS), _json_values, max_size=5))
+def test_rules_never_crash_on_values_of_the_wrong_shape(synapse_data, mas_data):
+    synapse = ConfigDoc(data=synapse_data, files=["hs.yaml"])
+    mas = ConfigDoc(data=mas_data, files=["mas.yaml"])
+    run = run_checks([r for r in load_check_rules() if not r.evaluator], synapse, mas)  # MAS schema: masvalidate
+    assert all(f.location.line >= 1 and f.message for f in run.findings)
