@@ -232,7 +232,8 @@ class Engine:
         self.trace.append(TraceEntry(format_target(target), source.text(), rule.id,
                                      f"{origin.file}:{origin.line}:{origin.column}" if origin else None,
                                      rule.document))
-        if isinstance(target[-1], Key):
+        # Provenance comments go into the MAS file only; the overlay's edit list says where each key was.
+        if isinstance(target[-1], Key) and rule.document == "mas":
             _found, parent = get_at(root, target[:-1])
             exact = self.synapse.positions.get(source.path) if source.kind == "S" else None
             text = f"# from {exact.file}:{exact.line} {format_path(source.path)}" if exact else None
