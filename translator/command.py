@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import sys
 from typing import Sequence, TextIO
 
@@ -30,9 +31,26 @@ def entropy_for(seed: str | None, clock: str | None) -> Entropy:
     return Entropy.seeded(seed, moment)
 
 
-def _trace_json(result: GenerateResult) -> str:
+def _trace_json(result: GenerateResult, compat: str) -> str:
     entries = [dict(t.as_dict(), document=t.document) for t in result.trace]
-    return json.dumps({"version": 1, "trace": entries}, indent=2) + "\n"
+    # `compat` records which meaning of the two inverted options was used (mapping.md 4.8).
+    return json.dumps({"version": 1, "compat": compat, "trace": entries}, indent=2) + "\n"
+
+
+def _refuse_overwriting_inputs(synapse_configs: Sequence[str], targets: dict[str, str | None]) -> None:
+    """An output path that names an input (or another output) would destroy it: a usage error."""
+    inputs = [p for p in synapse_configs if os.path.isfile(p)]
+    seen: dict[str, str] = {}
+    for flag, path in targets.items():
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if any(os.path.realpath(p) == real for p in inputs):
+            raise ConfigError(f"option {flag}: would overwrite the Synapse configuration", file=path, key=flag,
+                              hint="write the output to another file")
+        if real in seen:
+            raise ConfigError(f"options {seen[real]} and {flag} name the same file", file=path, key=flag)
+        seen[real] = flag
 
 
 def run(synapse_configs: Sequence[str], options: GenerateOptions, *, synapse_patch: str | None = None,
@@ -44,12 +62,14 @@ def run(synapse_configs: Sequence[str], options: GenerateOptions, *, synapse_pat
     """
     if not options.output:
         raise ConfigError("no output file", key="--output", hint="pass --output FILE")
+    _refuse_overwriting_inputs(synapse_configs, {"--output": options.output, "--synapse-patch": synapse_patch,
+                                                 "--trace": trace_file})
     result = generate(list(synapse_configs), options, entropy_for(seed, clock))
     write_outputs(result, options.output, synapse_patch)
     if trace_file:
         from .writer import atomic_write
 
-        atomic_write(trace_file, _trace_json(result), mode=0o644)
+        atomic_write(trace_file, _trace_json(result, options.compat), mode=0o644)
     lines = finding_lines(result.findings)
     source = "updated" if result.base != "fresh" else "wrote a fresh configuration to"
     lines.append(f"{source} {options.output}" + (f" (from {result.base})"

@@ -178,6 +178,28 @@ def test_split_configuration_replaces_top_level_keys_with_a_note(tmp_path, monke
     assert any("replaced as a whole" in f.message and "`pepper`" in f.message for f in result.findings)
 
 
+def test_null_sections_mean_absent(tmp_path, monkeypatch):
+    """mapping.md 1.4: every section the reference chokes on when null loads cleanly here."""
+    monkeypatch.chdir(tmp_path)
+    nulls = ["cas_config", "saml2_config", "jwt_config", "oidc_config", "oidc_providers", "password_config", "email",
+             "user_consent", "modules", "password_providers", "experimental_features",
+             "matrix_authentication_service"]
+    (tmp_path / "hs.yaml").write_text("server_name: example.org\n" + "".join(f"{k}:\n" for k in nulls) +
+                                      "database:\n  name: psycopg2\n  args:\n")
+    result = _run(["hs.yaml"])
+    assert result.mas["passwords"]["enabled"] is True and "upstream_oauth2" not in result.mas
+    assert result.mas["email"]["transport"] == "blackhole"
+    assert [f.rule for f in result.findings] == ["account.login-with-email-note"]
+    (tmp_path / "hs.yaml").write_text(
+        "server_name: example.org\noidc_providers:\n  - idp_id: a\n    issuer: https://id.example.org/\n"
+        "    client_id: a\n    user_mapping_provider:\n    additional_authorization_parameters:\n"
+        "  - idp_id: b\n    issuer: https://id.example.org/\n    client_id: b\n    user_mapping_provider:\n"
+        "      config:\n")
+    providers = _run(["hs.yaml"]).mas["upstream_oauth2"]["providers"]
+    assert [sorted(p) for p in providers] == [sorted(providers[0])] * 2
+    assert "claims_imports" not in providers[0] and "additional_authorization_parameters" not in providers[0]
+
+
 @pytest.mark.parametrize("text, line, key", [
     ("server_name: x\noidc_providers: {a: 1}\n", 2, "oidc_providers"),
     ("server_name: x\nemail: true\n", 2, "email"),

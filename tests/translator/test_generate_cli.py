@@ -43,6 +43,7 @@ def test_generate_writes_both_files_0600_and_reports_on_stderr(tmp_path):
     assert "replace `enable_registration` in homeserver.yaml line 2 with: enable_registration: false" in result.stderr
     assert result.stderr.rstrip().endswith("1 warning, 1 note")
     trace = json.loads((tmp_path / "trace.json").read_text())
+    assert trace["compat"] == "syn2mas"
     assert {"to": "matrix.homeserver", "from": "S:server_name", "rule": "matrix.homeserver",
             "origin": "homeserver.yaml:1:1", "document": "mas"} in trace["trace"]
     again = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--seed", "2"], tmp_path)
@@ -80,6 +81,16 @@ def test_unsupported_tag_missing_file_and_bad_existing_output_exit_1(tmp_path):
     (tmp_path / "old.yaml").write_text("matrix: {secret: [\n")
     _assert_usage_error(_invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--from-mas",
                                  "old.yaml"], tmp_path), tmp_path, "old.yaml:2:1")
+
+
+def test_outputs_never_overwrite_an_input_or_each_other(tmp_path):
+    (tmp_path / "homeserver.yaml").write_text("server_name: x\n")
+    result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "./homeserver.yaml"], tmp_path)
+    assert result.exit_code == 1 and "would overwrite the Synapse configuration" in result.stderr
+    assert (tmp_path / "homeserver.yaml").read_text() == "server_name: x\n"
+    result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "out.yaml", "--synapse-patch", "out.yaml"],
+                     tmp_path)
+    _assert_usage_error(result, tmp_path, "options --output and --synapse-patch name the same file")
 
 
 def test_the_installed_command_runs_without_a_traceback(tmp_path):
