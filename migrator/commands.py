@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import click
 
-from engine.configdoc import load_mas_config, load_synapse_config
+from engine.configdoc import ConfigDoc, load_mas_config, load_synapse_config
 from engine.errors import ConfigError
 
 from . import guards
@@ -37,12 +38,17 @@ class ConnectionArgs:
     synapse_sqlite: str | None = None
     mas_database_uri: str | None = None
 
-    def settings(self) -> MigrationSettings:
+    def load(self) -> tuple[ConfigDoc, ConfigDoc, MigrationSettings]:
         """Load both configurations and resolve the databases and the provider mapping."""
         synapse = load_synapse_config(list(self.synapse_configs), skip_patch_overlays=True)
         mas = load_mas_config(list(self.mas_configs))
-        return resolve(synapse, mas, synapse_database_uri=self.synapse_database_uri,
-                       synapse_sqlite=self.synapse_sqlite, mas_database_uri_override=self.mas_database_uri)
+        return synapse, mas, resolve(synapse, mas, synapse_database_uri=self.synapse_database_uri,
+                                     synapse_sqlite=self.synapse_sqlite,
+                                     mas_database_uri_override=self.mas_database_uri)
+
+    def settings(self) -> MigrationSettings:
+        """The resolved settings only."""
+        return self.load()[2]
 
 
 def setup_logging() -> None:
@@ -82,34 +88,35 @@ def write_report(report: MigrationReport, path: str) -> bool:
     return True
 
 
-def pre_migration_checks(settings: MigrationSettings, *, ignore_missing_providers: bool):
+def pre_migration_checks(synapse: ConfigDoc, mas: ConfigDoc, *, dry_run: bool, ignore_missing_providers: bool,
+                         assume_synapse_stopped: bool) -> list[Callable[[SynapseSource], None]]:
     """HOOK: the checks `migrate` runs inside its Synapse snapshot before writing (data-migration.md §1.3).
 
-    Returns callables taking the open SynapseSource; each raises to refuse (exit 10). Today this is the
-    migrator's guard (foreign-server-users, orphan-rows, oauth-delegated-leftovers, unmapped providers,
-    duplicate-upstream-links); the database check rules (engine/dbchecks.py, checks.md 4.3) plug in here,
-    raising `guards.MigrationRefused` on any error finding. The MAS-side rules are repeated by the
-    writer inside its transaction (migrator/writer.py).
+    Returns callables taking the open SynapseSource; each raises `guards.MigrationRefused` to refuse
+    (exit 10). These are the database check rules of checks.md 4.3 (engine/premigrate.py), so `check`
+    and `migrate` decide alike; the migrator's own guard (migrator/guards.py) is what `migrate()` runs
+    when called without this hook. The MAS-side preconditions are repeated by the writer inside its
+    transaction (migrator/writer.py).
     """
-    def guard(source: SynapseSource) -> None:
-        guards.ensure_migratable(source, server_name=settings.server_name, mapping=settings.mapping,
-                                 ignore_missing_providers=ignore_missing_providers)
+    from engine.premigrate import synapse_pre_check
 
-    return [guard]
+    return [synapse_pre_check(synapse, mas, dry_run=dry_run, ignore_missing_auth_providers=ignore_missing_providers,
+                              assume_synapse_stopped=assume_synapse_stopped)]
 
 
 def migrate_command(conn: ConnectionArgs, *, dry_run: bool, report_path: str | None,
                     ignore_missing_providers: bool, assume_synapse_stopped: bool) -> int:
     """`syn2mas migrate`: returns the exit code."""
     setup_logging()
-    settings = conn.settings()
+    synapse, mas, settings = conn.load()
     if report_path:
         ensure_report_writable(report_path)
     options = MigrateOptions(server_name=settings.server_name, dry_run=dry_run,
                              ignore_missing_providers=ignore_missing_providers,
                              assume_synapse_stopped=assume_synapse_stopped,
-                             pre_checks=pre_migration_checks(settings,
-                                                             ignore_missing_providers=ignore_missing_providers))
+                             pre_checks=pre_migration_checks(synapse, mas, dry_run=dry_run,
+                                                             ignore_missing_providers=ignore_missing_providers,
+                                                             assume_synapse_stopped=assume_synapse_stopped))
     if dry_run:
         click.echo("dry run: the eight MAS tables are locked exclusively until the rollback; "
                    "do not run this against a MAS instance that serves users", err=True)

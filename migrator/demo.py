@@ -1,9 +1,9 @@
 """`syn2mas demo`: generate → check → migrate → verify on a small bundled Synapse (SQLite).
 
-The Synapse database is built from fixtures/demo/synapse.sql into a temporary SQLite file; MAS is a
-throwaway PostgreSQL (migrator.pgserver) loaded with fixtures/mas/schema.sql, with the providers of
-the demo MAS configuration inserted as `mas-cli config sync` would. Everything is deleted afterwards
-unless ``keep``.
+The Synapse database is built from fixtures/demo/synapse.sql into a temporary SQLite file; the MAS
+configuration is generated from fixtures/demo/homeserver.yaml (`syn2mas config generate`); MAS is a
+throwaway PostgreSQL (migrator.pgserver) loaded with fixtures/mas/schema.sql, with the generated
+providers inserted as `mas-cli config sync` would. Everything is deleted afterwards unless ``keep``.
 """
 from __future__ import annotations
 
@@ -16,11 +16,15 @@ import click
 import psycopg
 
 from engine.configdoc import load_mas_config, load_synapse_config
+from engine.premigrate import synapse_pre_check
+from translator.generate import GenerateOptions, generate, write_outputs
+from translator.randomness import Entropy
 
 from . import guards, masschema, pgserver
 from .ids import provider_uuid
 from .run import MigrateOptions, migrate
 from .settings import provider_mapping
+from .source import open_source
 from .verify import reconciliation_lines, verify
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,24 +62,30 @@ def run_demo(*, keep: bool = False) -> int:
     try:
         db_path = os.path.join(workdir, "synapse.db")
         build_sqlite(os.path.join(DEMO_DIR, "synapse.sql"), db_path)
-        synapse = load_synapse_config([os.path.join(DEMO_DIR, "homeserver.yaml")], skip_patch_overlays=True)
-        mas_yaml = os.path.join(DEMO_DIR, "mas.yaml")
-        click.echo("1. generate: using the bundled MAS configuration fixtures/demo/mas.yaml")
-        mas = load_mas_config([mas_yaml])
+        homeserver = os.path.join(DEMO_DIR, "homeserver.yaml")
+        synapse = load_synapse_config([homeserver], skip_patch_overlays=True)
         server_name = synapse.get("server_name")
-        mapping = provider_mapping(mas)
 
-        click.echo("   starting a throwaway PostgreSQL for MAS")
         server = pgserver.start()
         mas_uri = pgserver.create_database(server, "mas")
         pgserver.load_sql_file(server, "mas", MAS_SCHEMA)
+
+        mas_yaml = os.path.join(workdir, "mas.yaml")
+        generated = generate([homeserver], GenerateOptions(mas_database_uri=mas_uri), Entropy.system())
+        write_outputs(generated, mas_yaml)
+        mas = load_mas_config([mas_yaml])
+        mapping = provider_mapping(mas)
+        click.echo(f"1. generate: MAS configuration from fixtures/demo/homeserver.yaml "
+                   f"({len(mapping)} upstream provider(s) mapped); MAS database: a throwaway PostgreSQL")
         sync_providers(mas_uri, mas.get("upstream_oauth2.providers", []))
 
-        from .source import open_source
-
+        # The database check rules of `syn2mas check` (checks.md 4.3) on Synapse; MAS preconditions.
+        problems: list[guards.Problem] = []
         with open_source(db_path, lock=False) as source:
-            problems = guards.synapse_problems(source, server_name=server_name, mapping=mapping,
-                                               ignore_missing_providers=False)
+            try:
+                synapse_pre_check(synapse, mas, dry_run=True)(source)
+            except guards.MigrationRefused as refused:
+                problems = refused.problems
         with psycopg.connect(mas_uri) as conn:
             problems_mas = (masschema.schema_problems(conn) + masschema.emptiness_problems(conn)
                             + masschema.provider_problems(conn, list(mapping.values())))

@@ -14,7 +14,8 @@ SECRETS = ("syt_", "syr_", "$2b$", "hunter2")
 
 def _write_configs(tmp_path, mas_uri: str) -> tuple[str, str]:
     hs = tmp_path / "homeserver.yaml"
-    hs.write_text(f"server_name: {SERVER}\ndatabase:\n  name: psycopg2\n  args:\n    dbname: unused\n")
+    hs.write_text(f"server_name: {SERVER}\ndatabase:\n  name: psycopg2\n  args:\n    dbname: unused\n"
+                  "oidc_providers:\n  - idp_id: dex\n    issuer: https://dex.example.org/\n    client_id: synapse\n")
     mas = tmp_path / "mas.yaml"
     mas.write_text(f"matrix:\n  homeserver: {SERVER}\ndatabase:\n  uri: '{mas_uri}'\n"
                    f"upstream_oauth2:\n  providers:\n    - id: {PROVIDER_ULID}\n      synapse_idp_id: oidc-dex\n")
