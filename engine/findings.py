@@ -45,7 +45,7 @@ class Finding:
         """Stable identity across edits: rule, file, key path, provider, option, table."""
         parts = [self.rule, self.location.file, self.location.key_path, self.provider or "", self.option or "",
                  self.table or ""]
-        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
     def sort_key(self) -> tuple:
         if self.is_database:

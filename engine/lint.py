@@ -124,6 +124,12 @@ def scrub_output(text: str, secrets: set[str]) -> str:
     return scrub(text, {v for v in variants if len(v) >= _MIN_SECRET_LEN})
 
 
+def _encodable(text: str) -> str:
+    """Lone surrogates (from a YAML `"\\ud83d"` escape, or an undecodable file name) spelled as `\\udXXX`,
+    so that writing the report in UTF-8 cannot fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _write(path: str, text: str) -> None:
     try:
         with open(path, "w", encoding="utf-8") as fh:
@@ -160,9 +166,9 @@ def emit(findings: list[Finding], context: LintContext, fmt: str = "text", outpu
     stream = stream or sys.stdout
     color = (fmt == "text" and output is None and "NO_COLOR" not in os.environ
              and hasattr(stream, "isatty") and stream.isatty())
-    text = scrub_output(render(report, fmt, color=color), context.secrets)
+    text = _encodable(scrub_output(render(report, fmt, color=color), context.secrets))
     if sarif_file:
-        _write(sarif_file, scrub_output(render(report, "sarif"), context.secrets))
+        _write(sarif_file, _encodable(scrub_output(render(report, "sarif"), context.secrets)))
     if output:
         _write(output, text)
     else:

@@ -7,6 +7,7 @@ and keep the 1-based position of every key and item.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ MAX_NODES = 200_000
 _STD = "tag:yaml.org,2002:"
 _PYYAML_STRINGS = {"y", "Y", "n", "N"}
 _SCALAR_TAGS = {f"{_STD}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -94,6 +96,10 @@ class _Builder:
             value = self.constructor.construct_object(node, deep=True)
         except YAMLError as exc:
             raise self.fail(node, f"invalid scalar: {exc}", path) from None
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise self.fail(node, "a `\\u` escape produces a UTF-16 surrogate (U+D800-U+DFFF), which is not a "
+                                  "character", path, "write the character itself, or escape it as `\\UXXXXXXXX` "
+                                  "(MAS rejects surrogate escapes)")
         if isinstance(value, (_dt.date, _dt.datetime)):
             return value.isoformat()
         if isinstance(value, bytes):
