@@ -89,7 +89,8 @@ def write_report(report: MigrationReport, path: str) -> bool:
 
 
 def pre_migration_checks(synapse: ConfigDoc, mas: ConfigDoc, *, dry_run: bool, ignore_missing_providers: bool,
-                         assume_synapse_stopped: bool) -> list[Callable[[SynapseSource], None]]:
+                         assume_synapse_stopped: bool, results: list | None = None,
+                         ) -> list[Callable[[SynapseSource], None]]:
     """HOOK: the checks `migrate` runs inside its Synapse snapshot before writing (data-migration.md §1.3).
 
     Returns callables taking the open SynapseSource; each raises `guards.MigrationRefused` to refuse
@@ -101,7 +102,14 @@ def pre_migration_checks(synapse: ConfigDoc, mas: ConfigDoc, *, dry_run: bool, i
     from engine.premigrate import synapse_pre_check
 
     return [synapse_pre_check(synapse, mas, dry_run=dry_run, ignore_missing_auth_providers=ignore_missing_providers,
-                              assume_synapse_stopped=assume_synapse_stopped)]
+                              assume_synapse_stopped=assume_synapse_stopped, results=results)]
+
+
+def finding_entries(results: list) -> list[dict]:
+    """The pre-check findings (warnings, infos) for the report: ids, counts and identifier samples only."""
+    return [{"rule": f.rule, "severity": f.severity, "message": f.message, "table": f.table, "count": f.count,
+             "samples": list(f.samples), "acknowledged": f.acknowledged}
+            for result in results for f in result.findings]
 
 
 def migrate_command(conn: ConnectionArgs, *, dry_run: bool, report_path: str | None,
@@ -111,12 +119,14 @@ def migrate_command(conn: ConnectionArgs, *, dry_run: bool, report_path: str | N
     synapse, mas, settings = conn.load()
     if report_path:
         ensure_report_writable(report_path)
+    check_results: list = []
     options = MigrateOptions(server_name=settings.server_name, dry_run=dry_run,
                              ignore_missing_providers=ignore_missing_providers,
                              assume_synapse_stopped=assume_synapse_stopped,
                              pre_checks=pre_migration_checks(synapse, mas, dry_run=dry_run,
                                                              ignore_missing_providers=ignore_missing_providers,
-                                                             assume_synapse_stopped=assume_synapse_stopped))
+                                                             assume_synapse_stopped=assume_synapse_stopped,
+                                                             results=check_results))
     if dry_run:
         click.echo("dry run: the eight MAS tables are locked exclusively until the rollback; "
                    "do not run this against a MAS instance that serves users", err=True)
@@ -125,6 +135,7 @@ def migrate_command(conn: ConnectionArgs, *, dry_run: bool, report_path: str | N
     except (guards.MigrationRefused, MasRefused, SynapseStillRunning) as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_REFUSED
+    report.findings = finding_entries(check_results)
     if report_path and not write_report(report, report_path):
         report_path = None
     print_summary(report, report_path)

@@ -41,6 +41,7 @@ def test_demo_end_to_end():
 
 def test_migrate_then_verify(synapse_db, mas, tmp_path):
     _seed(synapse_db)
+    execute(synapse_db, "INSERT INTO user_threepids VALUES ('@a:example.org', 'msisdn', '4477009001', 1, 1)")
     hs, mas_yaml = _write_configs(tmp_path, mas)
     report = tmp_path / "report.json"
     runner = CliRunner()
@@ -53,6 +54,9 @@ def test_migrate_then_verify(synapse_db, mas, tmp_path):
     assert doc["source"] == {"kind": "postgresql", "server_name": SERVER}
     assert doc["entities"]["access_tokens"]["migrated"] == 1
     assert all(r["status"] == "ok" for r in doc["reconciliation"])
+    # the pre-migration database checks ran and their non-blocking findings are in the report
+    assert all(f["severity"] != "error" for f in doc["findings"])
+    assert "non-email-threepids" in {f["rule"] for f in doc["findings"]}
     text = report.read_text() + result.output
     assert not any(s in text for s in SECRETS)
     assert rows(mas, "SELECT username FROM users") == [("a",)]
