@@ -67,6 +67,9 @@ def expand_paths(paths: list[str], notes: list[Note]) -> list[str]:
         else:
             raise ConfigError("configuration file not found", file=p,
                               hint="check the path; relative paths are relative to the working directory")
+    if paths and not out:
+        raise ConfigError("no configuration file to read: the directory holds no `*.yaml` file", file=paths[-1],
+                          hint="pass the configuration files, or a directory that holds them")
     return out
 
 
@@ -101,6 +104,10 @@ def load_synapse_config(paths: list[str], *, skip_patch_overlays: bool = False) 
                               "migration, which still need the settings it removes", Location(f, 1, 1)))
             continue
         doc.files.append(f)
+        positions_by_key: dict[str, list[tuple[Path, Location]]] = {}
+        for p, loc in loaded.positions.items():
+            if p:
+                positions_by_key.setdefault(p[0], []).append((p, loc))
         for key, value in loaded.data.items():
             skey = key if isinstance(key, str) else str(key)
             if skey in doc.data:
@@ -109,9 +116,8 @@ def load_synapse_config(paths: list[str], *, skip_patch_overlays: bool = False) 
                     del doc.positions[p]
             doc.data[skey] = value
             winners[skey] = f
-            for p, loc in loaded.positions.items():
-                if p and p[0] == skey:
-                    doc.positions[p] = loc
+            for p, loc in positions_by_key.get(skey, ()):
+                doc.positions[p] = loc
     for key, earlier in shadowed.items():
         win = doc.data.get(key)
         for (prev_file, prev_value) in earlier:
