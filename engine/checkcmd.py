@@ -95,8 +95,8 @@ def open_synapse(spec: str | dict, synapse: ConfigDoc) -> Iterator[SynapseSource
 @contextlib.contextmanager
 def open_mas(uri: str, mas: ConfigDoc | None) -> Iterator[psycopg.Connection]:
     """The MAS database in a read-only snapshot (REPEATABLE READ), rolled back at the end."""
-    extra = {} if "application_name" in conninfo_to_dict(uri) else {"application_name": "syn2mas-check"}
     try:
+        extra = {} if "application_name" in conninfo_to_dict(uri) else {"application_name": "syn2mas-check"}
         conn = psycopg.connect(uri, autocommit=True, connect_timeout=10, **extra)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -54,6 +54,9 @@ def expand_paths(paths: list[str], notes: list[Note]) -> list[str]:
     """Files in order; a directory contributes its ``*.yaml`` files sorted by name (Synapse's rule)."""
     out: list[str] = []
     for p in paths:
+        if not p:
+            raise ConfigError("an empty path was given for a configuration file",
+                              hint="check the command line (an unset shell variable?)")
         if os.path.isdir(p):
             for name in sorted(os.listdir(p)):
                 full = os.path.join(p, name)

@@ -35,7 +35,8 @@ def mas_database_uri(mas: ConfigDoc) -> str:
     """libpq connection string of the MAS database from its configuration."""
     db = mas.get("database", {}) or {}
     if not isinstance(db, dict):
-        raise ConfigError("MAS `database` must be a mapping", key="database")
+        raise _config_error(mas, "database", "MAS `database` must be a mapping",
+                            hint="set `database.uri`, or `host`, `port`, `username`, `password` and `database`")
     if db.get("uri"):
         return str(db["uri"])
     kwargs = {}
@@ -61,13 +62,20 @@ def provider_mapping(mas: ConfigDoc) -> dict[str, str]:
     return mapping
 
 
+def _config_error(doc: ConfigDoc, key: str, message: str, hint: str) -> ConfigError:
+    """A ConfigError at ``key`` (or its nearest existing ancestor) in the file that sets it."""
+    loc = doc.locate(key)
+    return ConfigError(message, file=loc.file or None, line=loc.line if loc.file else None,
+                       column=loc.column if loc.file else None, key=key, hint=hint)
+
+
 def resolve(synapse: ConfigDoc, mas: ConfigDoc, *, synapse_database_uri: str | None = None,
             synapse_sqlite: str | None = None, mas_database_uri_override: str | None = None) -> MigrationSettings:
     """Combine the configurations and the command-line overrides."""
     server_name = synapse.get("server_name") or mas.get("matrix.homeserver")
     if not isinstance(server_name, str) or not server_name:
-        raise ConfigError("the Synapse configuration has no `server_name`", key="server_name",
-                          hint="pass every Synapse configuration file with --synapse-config")
+        raise _config_error(synapse, "server_name", "the Synapse configuration has no `server_name`",
+                            hint="pass every Synapse configuration file with --synapse-config")
     if synapse_database_uri and synapse_sqlite:
         raise ConfigError("--synapse-database-uri and --synapse-sqlite are mutually exclusive")
     database: str | dict[str, Any]
@@ -78,8 +86,11 @@ def resolve(synapse: ConfigDoc, mas: ConfigDoc, *, synapse_database_uri: str | N
     else:
         database = synapse.get("database")
         if not isinstance(database, dict):
-            raise ConfigError("the Synapse configuration has no `database` section", key="database",
-                              hint="pass --synapse-database-uri or --synapse-sqlite")
+            raise _config_error(synapse, "database", "the Synapse configuration has no `database` section",
+                                hint="pass --synapse-database-uri or --synapse-sqlite")
+        if not isinstance(database.get("args") or {}, dict):
+            raise _config_error(synapse, "database.args", "`database.args` must be a mapping of connection "
+                                "settings", hint="Synapse reads `args` as keyword arguments of its database driver")
     return MigrationSettings(server_name=server_name, synapse_database=database,
                              mas_uri=mas_database_uri_override or mas_database_uri(mas),
                              mapping=provider_mapping(mas),

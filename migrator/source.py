@@ -296,6 +296,8 @@ class SqliteSource(SynapseSource):
 
 def connection_kwargs(database: dict[str, Any]) -> dict[str, Any]:
     """libpq keywords from a Synapse ``database`` section (§2.1): every ``args`` key except ``cp_*``."""
+    if not isinstance(database.get("args") or {}, dict):
+        raise DatabaseError("`database.args` must be a mapping of connection settings", key="database.args")
     args = dict(database.get("args") or {})
     if "dbname" in args and "database" in args:
         raise DatabaseError("the Synapse database section sets both `dbname` and `database`", key="database.args",
