@@ -6,7 +6,7 @@ the same id in every phase of a run without any lookup table, while ids stay ung
 """
 from __future__ import annotations
 
-import hmac
+import hashlib
 import os
 import uuid
 
@@ -27,16 +27,40 @@ def _fast_uuid(value: int) -> uuid.UUID:
 
 
 class IdFactory:
-    """Derives the UUIDs of one run; ``key`` is injectable for tests (32 random bytes by default)."""
+    """Derives the UUIDs of one run; ``key`` is injectable for tests (32 random bytes by default).
+
+    HMAC-SHA256 is computed from precomputed inner/outer SHA-256 states (RFC 2104 with the key padded
+    to the 64-byte block), with the inner state also advanced past ``kind || 0x00`` once per kind:
+    the same bytes as ``hmac.digest``, about three times faster per id (OpenSSL 3 re-initialises
+    an HMAC context for every one-shot call).
+    """
 
     def __init__(self, key: bytes | None = None):
         self._key = key if key is not None else os.urandom(32)
+        block = self._key if len(self._key) <= 64 else hashlib.sha256(self._key).digest()
+        block = block.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._kinds: dict[str, object] = {}
+
+    def _inner_for(self, kind: str):
+        state = self._inner.copy()
+        state.update(kind.encode("utf-8", "surrogatepass") + b"\x00")
+        self._kinds[kind] = state
+        return state
 
     def make(self, ms: int, kind: str, *natural_key: object) -> uuid.UUID:
         """UUID for entity ``kind`` with time ``ms`` (milliseconds) and the given natural key parts."""
-        msg = (kind + "\x00" + "\x1f".join(map(str, natural_key))).encode("utf-8", "surrogatepass")
-        random80 = int.from_bytes(hmac.digest(self._key, msg, "sha256")[:10], "big")
-        t = min(max(int(ms), 0), MAX_ULID_MS)
+        inner = (self._kinds.get(kind) or self._inner_for(kind)).copy()
+        if len(natural_key) == 1 and type(natural_key[0]) is str:
+            inner.update(natural_key[0].encode("utf-8", "surrogatepass"))
+        else:
+            inner.update("\x1f".join(map(str, natural_key)).encode("utf-8", "surrogatepass"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        random80 = int.from_bytes(outer.digest()[:10], "big")
+        t = int(ms)
+        t = 0 if t < 0 else (MAX_ULID_MS if t > MAX_ULID_MS else t)
         return _fast_uuid((t << 80) | random80)
 
 
