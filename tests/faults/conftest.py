@@ -33,6 +33,15 @@ def scaled_synapse(pg_server, synapse_template, shared_dir):
 
 
 @pytest.fixture(scope="session")
+def small_synapse(pg_server, synapse_template, shared_dir):
+    """The real Synapse schema with 30 generated users (`oidc-dex` links), for many quick runs."""
+    name, uri = clone(pg_server, synapse_template, "faults_synapse_small")
+    scale_synapse(pg_server, shared_dir, uri, 30)
+    yield uri
+    pgserver.drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="session")
 def second_synapse(pg_server, scaled_synapse):
     """A copy of `scaled_synapse` (a second homeserver's database, for concurrent runs)."""
     name, uri = clone(pg_server, scaled_synapse.rsplit("/", 1)[1], "faults_synapse2")

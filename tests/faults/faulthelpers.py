@@ -90,7 +90,10 @@ def synapse_yaml(synapse_uri: str, extra: str = "") -> str:
     return (f"server_name: {SERVER}\n"
             "database:\n  name: psycopg2\n  args:\n"
             f"    user: {parts.username}\n    host: {parts.hostname}\n    port: {parts.port}\n"
-            f"    dbname: {dbname_of(synapse_uri)}\n    cp_min: 1\n    cp_max: 5\n" + extra)
+            f"    dbname: {dbname_of(synapse_uri)}\n    cp_min: 1\n    cp_max: 5\n"
+            # the provider of the generated links (`oidc-dex`), so that they are known to Synapse
+            "oidc_providers:\n  - idp_id: dex\n    idp_name: Dex\n    issuer: https://dex.example.org/\n"
+            "    client_id: synapse\n    client_secret: dex-client-secret\n    scopes: [openid, profile]\n" + extra)
 
 
 def mas_yaml(mas_uri: str, extra: str = "") -> str:

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from faulthelpers import (KillPoint, Monitor, Proc, db_state, dbname_of, diff_states, poll_until, reset_mas,
-                          run_cli, write_configs)
+                          rows, run_cli, write_configs)
 
 ATTEMPTS = 6
 PHASE_DONE = re.compile(r"phase (\d) [a-z ]+: done")
@@ -65,8 +65,7 @@ class Harness:
         assert res.returncode == 0, res.stderr
         assert "migration committed" in res.stdout
         assert "Traceback" not in res.stderr + res.stdout
-        got = psycopg.connect(self.mas_uri).execute("SELECT count(*) FROM users").fetchone()[0]
-        assert got == 3000
+        assert mas_users(self.mas_uri) == 3000
         assert db_state(self.synapse_uri) == self.synapse_before
         reset_mas(self.mas_uri)
         assert db_state(self.mas_uri) == self.baseline
@@ -102,6 +101,10 @@ class Harness:
                 return point
             seen.append(point.label)
         pytest.fail(f"never froze the migration at {label!r}; froze at {seen}")
+
+
+def mas_users(uri: str) -> int:
+    return rows(uri, "SELECT count(*) FROM users")[0][0]
 
 
 def phases_done(lines: list[str]) -> int:
@@ -341,7 +344,7 @@ def test_dropped_mas_connection_after_commit(h):
     assert "Traceback" not in out and "internal error" not in out and "nothing was committed" not in out
     assert "migration committed" in proc.stdout
     assert "ANALYZE" in proc.stderr
-    assert psycopg.connect(h.mas_uri).execute("SELECT count(*) FROM users").fetchone()[0] == 3000
+    assert mas_users(h.mas_uri) == 3000
     res = run_cli(["verify", "--synapse-config", h.hs, "--config", h.mas_yaml], cwd=str(h.tmp))
     assert res.returncode == 0, res.stdout + res.stderr
     assert db_state(h.synapse_uri) == h.synapse_before
@@ -375,7 +378,7 @@ def test_report_lost_after_commit_does_not_deny_the_commit(h):
     assert "migration committed" in proc.stdout
     assert "reports/report.json" in proc.stderr
     assert rc == 0
-    assert psycopg.connect(h.mas_uri).execute("SELECT count(*) FROM users").fetchone()[0] == 3000
+    assert mas_users(h.mas_uri) == 3000
     reset_mas(h.mas_uri)
 
 
@@ -411,7 +414,7 @@ def test_two_concurrent_runs_one_wins(h, second_synapse, tmp_path):
         other.ensure_dead()
     assert "migration committed" in winner.stdout
     assert not (tmp_path / ("other" if loser is other else "") / "report.json").exists()
-    assert psycopg.connect(h.mas_uri).execute("SELECT count(*) FROM users").fetchone()[0] == 3000
+    assert mas_users(h.mas_uri) == 3000
     assert db_state(h.synapse_uri) == h.synapse_before
     reset_mas(h.mas_uri)
 
