@@ -190,9 +190,10 @@ class Pipeline:
                     self.sink.add("user_passwords", (self.ids.make(created_ms, "user_passwords", name), uid,
                                                      pw_hash, created, PASSWORD_SCHEME_VERSION))
                     passwords.migrated += 1
-                    stored_pw = digest(pw_hash)
+                    stored_pw = pw_hash
+            # Called (and the hash digested) only when the user joins the sample.
             self.sampler.offer(name, lambda: UserFacts(local, bool(admin), bool(guest), is_locked, bool(deactivated),
-                                                       stored_pw))
+                                                       digest(stored_pw) if stored_pw is not None else None))
 
     def phase_threepids(self) -> None:
         """Phase 2: `user_threepids` → `user_emails` (medium exactly `email`) or unsupported ids."""
