@@ -345,11 +345,13 @@ def open_source(database: str | dict[str, Any], *, exclusive: bool = False, assu
     else:
         source = SqliteSource(database)
     try:
-        source.check_schema()
+        # Locks first: the serialisable snapshot is taken by the first query, and it must not predate
+        # the EXCLUSIVE locks, or writes Synapse commits while we wait for them would be missed.
         if lock and isinstance(source, PostgresSource):
             source.lock_tables(exclusive, assume_stopped)
         elif lock and exclusive and isinstance(source, SqliteSource):
             source.ensure_stopped(assume_stopped)
+        source.check_schema()
     except BaseException:
         source.close()
         raise
