@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -189,16 +190,23 @@ def floor_copy(server: pgserver.PgServer, source_db: str) -> dict[str, float]:
     return times
 
 
-def parse_time_v(path: str) -> tuple[float | None, int | None]:
-    """(wall seconds, peak RSS in KiB) from /usr/bin/time -v output."""
+def parse_time_v(path: str) -> tuple[float | None, int | None, float | None]:
+    """(wall seconds, peak RSS in KiB, user+system CPU seconds) from /usr/bin/time -v output."""
     text = open(path).read()
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    cpu = sum(float(m) for m in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", text)) or None
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
     seconds = None
     if wall:
         parts = [float(p) for p in wall.group(1).split(":")]
         seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
-    return seconds, int(rss.group(1)) if rss else None
+    return seconds, int(rss.group(1)) if rss else None, cpu
+
+
+def phase_times(stderr: str) -> dict[str, float]:
+    """Per-phase seconds from the migrator's progress lines (`phase 4 access tokens: done, N rows in T s`)."""
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"(phase \d [^:]+): done, \d+ rows in ([\d.]+) s", stderr)}
 
 
 def run_measured(cmd: list[str], workdir: str, *, ok: tuple[int, ...] = (0,)) -> dict:
@@ -206,7 +214,7 @@ def run_measured(cmd: list[str], workdir: str, *, ok: tuple[int, ...] = (0,)) ->
     if os.path.exists(TIME):
         out = os.path.join(workdir, "time.txt")
         wall, stdout, stderr, rc = timed([TIME, "-v", "-o", out] + cmd, ok=ok)
-        _, rss_kib = parse_time_v(out)
+        _, rss_kib, cpu = parse_time_v(out)
     else:
         import resource
 
@@ -214,8 +222,9 @@ def run_measured(cmd: list[str], workdir: str, *, ok: tuple[int, ...] = (0,)) ->
         wall, stdout, stderr, rc = timed(cmd, ok=ok)
         after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         rss_kib = after if after > before else None  # ru_maxrss is the max over all children so far
+        cpu = None
     return {"wall_s": round(wall, 3), "peak_rss_mib": round(rss_kib / 1024, 1) if rss_kib else None,
-            "load": load(), "exit": rc, "stdout": stdout, "stderr": stderr}
+            "cpu_s": round(cpu, 2) if cpu else None, "load": load(), "exit": rc, "stdout": stdout, "stderr": stderr}
 
 
 def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int, mas_yaml: str) -> dict:
@@ -255,13 +264,14 @@ def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int,
         mig = run_measured([SYN2MAS, "migrate", *common, "--report", report_path], workdir)
         with open(report_path) as fh:
             report = json.load(fh)
-        runs.append({"wall_s": mig["wall_s"], "peak_rss_mib": mig["peak_rss_mib"], "load": mig["load"],
-                     "timings_s": report["timings_s"], "reconciled": all(
+        runs.append({"wall_s": mig["wall_s"], "peak_rss_mib": mig["peak_rss_mib"], "cpu_s": mig["cpu_s"],
+                     "load": mig["load"], "timings_s": report["timings_s"], "phases_s": phase_times(mig["stderr"]),
+                     "reconciled": all(
                          r["status"] == "ok" for r in report.get("reconciliation", []))})
         result.setdefault("entities", {e: {"read": s["read"], "migrated": s["migrated"]}
                                        for e, s in report["entities"].items()})
-        log(f"migrate run {i + 1}: {mig['wall_s']:.2f} s, peak RSS {mig['peak_rss_mib']} MiB, "
-            f"timings {report['timings_s']}")
+        log(f"migrate run {i + 1}: {mig['wall_s']:.2f} s, CPU {mig['cpu_s']} s, peak RSS {mig['peak_rss_mib']} MiB, "
+            f"timings {report['timings_s']}, phases {runs[-1]['phases_s']}")
     pgserver.drop_database(server, "mas_run")
     result["migrate_runs"] = runs
     result["check_runs"] = checks
@@ -309,6 +319,9 @@ def print_summary(results: dict) -> None:
         print(f"  peak RSS                      {r['migrate_peak_rss_mib']:8.1f} MiB")
         t = r["migrate_runs"][len(r["migrate_runs"]) // 2]["timings_s"]
         print("  report timings (one run)      " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()))
+        mid = r["migrate_runs"][len(r["migrate_runs"]) // 2]
+        print("  phases (same run)             " + ", ".join(f"{k} {v:.1f}" for k, v in mid["phases_s"].items()))
+        print(f"  migrate CPU (user+sys)        {mid['cpu_s']} s")
         print(f"  reconciled                    {all(x['reconciled'] for x in r['migrate_runs'])}")
         print(f"check                           {r['check_s']:8.2f} s   runs "
               + ", ".join(f"{x['wall_s']:.2f} (load {x['load']})" for x in r["check_runs"]))
@@ -334,6 +347,8 @@ def main() -> int:
     sizes = args.users or [100_000]
     if SYN2MAS is None:
         raise SystemExit("syn2mas is not installed next to this Python (pip install -e .)")
+    # SIGTERM (kill) ends the run like Ctrl-C, so the throwaway cluster is stopped and deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = tempfile.mkdtemp(prefix="syn2mas-bench-")
     os.chmod(workdir, 0o755)
     log("starting PostgreSQL")
