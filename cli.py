@@ -43,6 +43,11 @@ mas_config_option = click.option(
     "--config", "mas_configs", multiple=True, metavar="FILE",
     help="MAS configuration file; repeatable, merged as MAS does.")
 
+acknowledgements_option = click.option(
+    "--acknowledgements", metavar="FILE", help="Accepted warnings (default: syn2mas-acknowledgements.yaml if present).")
+accept_option = click.option("--accept", multiple=True, metavar="RULE=REASON",
+                             help="Accept the warnings of RULE for REASON; repeatable.")
+
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="syn2mas")
@@ -77,19 +82,31 @@ def _connection_args(kw: dict):
 @main.command()
 @_connection_options
 @click.option("--dry-run", is_flag=True, help="Do everything in one transaction, then roll it back.")
+@click.option("--plan", is_flag=True,
+              help="Strictly read-only: read Synapse, compute and report everything; MAS is only read.")
 @click.option("--report", "report_path", default="syn2mas-migration-report.json", metavar="FILE",
               show_default=True, help="Write the JSON migration report here.")
+@click.option("--report-skipped", metavar="DIR",
+              help="Also write one CSV per entity with the keys of the skipped rows (no secrets; mode 0600).")
 @click.option("--assume-synapse-stopped", is_flag=True,
               help="Trust that Synapse is stopped when syn2mas cannot prove it (read-only role, SQLite).")
+@click.option("--strict", is_flag=True, help="Refuse (exit 11, nothing written) while unacknowledged warnings exist.")
+@acknowledgements_option
+@accept_option
 @click.pass_context
 def migrate(ctx: click.Context, **kw) -> None:
-    """Copy users, emails, links, sessions and tokens from Synapse into an empty MAS database, atomically."""
-    from migrator.commands import migrate_command
+    """Copy users, emails, links, sessions and tokens from Synapse into an empty MAS database, atomically.
+
+    The configuration and database checks of `check` run first: errors refuse (exit 10), and with --strict
+    so do unacknowledged warnings (exit 11)."""
+    from migrator.commands import MigrateArgs, migrate_command
 
     conn = _connection_args(kw)
-    ctx.exit(migrate_command(conn, dry_run=kw["dry_run"], report_path=kw["report_path"],
-                             ignore_missing_providers=kw["ignore_missing_auth_providers"],
-                             assume_synapse_stopped=kw["assume_synapse_stopped"]))
+    ctx.exit(migrate_command(conn, MigrateArgs(
+        dry_run=kw["dry_run"], plan=kw["plan"], report_path=kw["report_path"],
+        ignore_missing_providers=kw["ignore_missing_auth_providers"],
+        assume_synapse_stopped=kw["assume_synapse_stopped"], strict=kw["strict"],
+        acknowledgements=kw["acknowledgements"], accept=tuple(kw["accept"]), report_skipped=kw["report_skipped"])))
 
 
 @main.command()
@@ -118,10 +135,8 @@ def _report_options(func):
                      help="Report format; `auto` is `github` under GitHub Actions, else `text`."),
         click.option("--output", metavar="FILE", help="Write the report here instead of standard output."),
         click.option("--sarif-file", metavar="FILE", help="Also write a SARIF report here."),
-        click.option("--acknowledgements", metavar="FILE",
-                     help="Accepted warnings (default: syn2mas-acknowledgements.yaml if present)."),
-        click.option("--accept", multiple=True, metavar="RULE=REASON",
-                     help="Accept the warnings of RULE for REASON; repeatable."),
+        acknowledgements_option,
+        accept_option,
         click.option("--mas-schema", metavar="PATH",
                      help="MAS's published config.schema.json (default: $SYN2MAS_MAS_SCHEMA)."),
     ]):

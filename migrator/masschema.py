@@ -142,6 +142,22 @@ def provider_problems(conn: psycopg.Connection, provider_ids: list[str]) -> list
     return problems
 
 
+def precondition_failure(conn: psycopg.Connection, provider_ids: list[str]) -> tuple[str, list[str]] | None:
+    """The first failed MAS precondition as (check id, problems), or None: `mas-schema-missing`, then
+    `mas-database-not-empty`, then `mas-provider-not-synced` (provider ids as ULID strings).
+
+    Shared by the writer (inside its transaction, tables locked) and `migrate --plan` (read-only), so that a
+    plan refuses exactly where a real run would.
+    """
+    for check_id, problems in (("mas-schema-missing", lambda: schema_problems(conn)),
+                               ("mas-database-not-empty", lambda: emptiness_problems(conn)),
+                               ("mas-provider-not-synced", lambda: provider_problems(conn, provider_ids))):
+        found = problems()
+        if found:
+            return check_id, found
+    return None
+
+
 # Columns syn2mas fills in each target table, with their PostgreSQL types (for binary COPY), in the
 # order the pipeline emits row tuples. Columns not listed keep their default (NULL).
 COPY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {

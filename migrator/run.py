@@ -19,9 +19,11 @@ from engine.errors import DatabaseError
 from . import guards
 from .ids import IdFactory, provider_uuid
 from .pipeline import EPOCH, Pipeline
+from .plan import PlanTarget
 from .progress import Progress
 from .report import ENTITY_TABLES, MigrationReport
 from .samples import Sampler
+from .skipped import RecordingPipeline, SkippedWriter
 from .source import SynapseSource, open_source
 from .writer import MasWriter, mas_failure
 
@@ -34,6 +36,10 @@ class MigrateOptions:
 
     server_name: str
     dry_run: bool = False
+    # `--plan`: read Synapse and compute everything, but only read MAS (migrator/plan.py).
+    plan: bool = False
+    # `--report-skipped DIR`: write the keys of skipped rows there (migrator/skipped.py).
+    report_skipped: str | None = None
     ignore_missing_providers: bool = False
     assume_synapse_stopped: bool = False
     sample_size: int = 100
@@ -87,11 +93,14 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
     """
     started = time.monotonic()
     run_start = options.run_start or now_ms()
-    report = MigrationReport(mode="dry-run" if options.dry_run else "migrate", run_start=run_start,
-                             server_name=options.server_name, started_at=datetime.now(timezone.utc))
+    mode = "plan" if options.plan else "dry-run" if options.dry_run else "migrate"
+    report = MigrationReport(mode=mode, run_start=run_start, server_name=options.server_name,
+                             started_at=datetime.now(timezone.utc))
     owns_source = not isinstance(source, SynapseSource)
-    src = open_source(source, exclusive=not options.dry_run, assume_stopped=options.assume_synapse_stopped) \
+    # A plan, like a dry run, only needs ACCESS SHARE locks: it is safe while Synapse runs.
+    src = open_source(source, exclusive=mode == "migrate", assume_stopped=options.assume_synapse_stopped) \
         if owns_source else source
+    skipped: SkippedWriter | None = None
     try:
         report.source_kind = src.kind
         checks = options.pre_checks or [lambda s: guards.ensure_migratable(
@@ -100,15 +109,22 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
         for check in checks:
             check(src)
         progress = Progress(options.progress_interval)
-        writer = MasWriter(mas_uri, batch_size=options.batch_size, progress=progress, fail_hook=options.fail_hook)
+        writer = PlanTarget(mas_uri) if options.plan else \
+            MasWriter(mas_uri, batch_size=options.batch_size, progress=progress, fail_hook=options.fail_hook)
         linked = _linked_providers(src, mapping)
         report.mas_schema_version = writer.open(linked)
         try:
-            sampler = Sampler(options.sample_size, options.sample_seed)
-            pipeline = Pipeline(src, ids=IdFactory(options.id_key), report=report, sink=writer,
-                                mapping=provider_mapping(mapping), server_name=options.server_name,
-                                run_start_ms=to_ms(run_start), ignore_missing_providers=options.ignore_missing_providers,
-                                progress=progress, sampler=sampler)
+            # A plan has no MAS rows to compare a sample with.
+            sampler = Sampler(0 if options.plan else options.sample_size, options.sample_seed)
+            kwargs = dict(ids=IdFactory(options.id_key), report=report, sink=writer,
+                          mapping=provider_mapping(mapping), server_name=options.server_name,
+                          run_start_ms=to_ms(run_start), ignore_missing_providers=options.ignore_missing_providers,
+                          progress=progress, sampler=sampler)
+            if options.report_skipped:
+                skipped = SkippedWriter(options.report_skipped)
+                pipeline = RecordingPipeline(src, skipped=skipped, **kwargs)
+            else:
+                pipeline = Pipeline(src, **kwargs)
             pipeline.run()
             report.timings_s["read"] = time.monotonic() - started - writer.copy_seconds
             writer.rebuild()
@@ -121,14 +137,23 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
                                     + ", ".join(r["entity"] for r in report.reconciliation if r["status"] != "ok")
                                     + (", sampled users differ" if report.sample_mismatches else "")
                                     + "); nothing was committed")
-            writer.finish(commit=not options.dry_run)
+            writer.finish(commit=mode == "migrate")
         except psycopg.Error as exc:
             writer.abort()
             raise mas_failure(exc) from None
         except BaseException:
             writer.abort()
             raise
+        if skipped is not None:
+            try:
+                skipped.commit()
+                skipped = None
+            except OSError as exc:  # after the COMMIT: a warning, never a failure of the migration
+                log.warning("the skipped-row lists could not be written (%s); the migration is done",
+                            exc.strerror or exc)
     finally:
+        if skipped is not None:
+            skipped.discard()
         if owns_source:
             src.close()
     report.finished_at = datetime.now(timezone.utc)

@@ -108,16 +108,10 @@ class MasWriter:
             self.conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(
                 sql.Literal(self.maintenance_work_mem)))
             self._lock_tables()
-            problems = masschema.schema_problems(self.conn)
-            if problems:
-                raise MasRefused("mas-schema-missing", problems)
+            failed = masschema.precondition_failure(self.conn, provider_ids)
+            if failed:
+                raise MasRefused(*failed)
             version = masschema.found_version(self.conn)
-            problems = masschema.emptiness_problems(self.conn)
-            if problems:
-                raise MasRefused("mas-database-not-empty", problems)
-            problems = masschema.provider_problems(self.conn, provider_ids)
-            if problems:
-                raise MasRefused("mas-provider-not-synced", problems)
             self.fail_hook("checked")
             self._save_definitions()
             self._drop_definitions()

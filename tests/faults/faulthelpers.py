@@ -97,10 +97,16 @@ def synapse_yaml(synapse_uri: str, extra: str = "") -> str:
 
 
 def mas_yaml(mas_uri: str, extra: str = "") -> str:
-    return (f"matrix:\n  homeserver: {SERVER}\n"
+    """A MAS configuration that passes `migrate`'s configuration rules against :func:`synapse_yaml` (only the
+    warning `synapse-delegation-conflict` remains), so that `migrate` gets as far as the databases."""
+    return (f"matrix:\n  homeserver: {SERVER}\n  secret: fault-test-matrix-secret\n"
             f"database:\n  uri: '{mas_uri}'\n"
+            "passwords:\n  schemes:\n    - version: 1\n      algorithm: bcrypt\n      unicode_normalization: true\n"
+            "    - version: 2\n      algorithm: argon2id\n"
             "upstream_oauth2:\n  providers:\n"
-            f"    - id: {PROVIDER_ULID}\n      synapse_idp_id: oidc-dex\n" + extra)
+            f"    - id: {PROVIDER_ULID}\n      synapse_idp_id: oidc-dex\n      issuer: https://dex.example.org/\n"
+            "      client_id: synapse\n      client_secret: dex-client-secret\n"
+            "      token_endpoint_auth_method: client_secret_basic\n" + extra)
 
 
 def write_configs(directory, synapse_uri: str, mas_uri: str) -> tuple[str, str]:

@@ -202,6 +202,11 @@ def test_check_and_migrate_hostile_synapse_database_section(workdir, database):
     for command in (["check"], ["migrate", "--dry-run", "--report", str(d / "r.json")], ["verify"]):
         result = invoke([*command, "--synapse-config", hs, "--config", mas])
         assert_clean(result, [hs, mas], databases=True)
+        if command[0] == "migrate" and result.exit_code == 10:
+            # The base configurations have errors: `migrate` refuses on them before opening any database
+            # (checks.md 5); a section too malformed to resolve is still exit 1, as asserted below.
+            assert "nothing was opened or written" in result.output, result.output
+            continue
         assert result.exit_code == 1, result.output
     assert not os.path.exists(d / "r.json")
 

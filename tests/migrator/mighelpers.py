@@ -19,6 +19,29 @@ MAS_TABLES = ("users, user_passwords, user_emails, user_unsupported_third_party_
               "user_recovery_tickets, compat_sso_logins, upstream_oauth_authorization_sessions")
 
 
+def write_configs(directory, mas_uri: str, *, synapse_extra: str = "", pepper: str | None = None) -> tuple[str, str]:
+    """A Synapse and a MAS configuration that pass every configuration rule except one warning
+    (`synapse-delegation-conflict`: Synapse still lists its OIDC provider, as before any migration).
+
+    ``pepper`` sets Synapse's `password_config.pepper` and the same secret on MAS scheme version 1.
+    """
+    hs = directory / "homeserver.yaml"
+    hs.write_text(f"server_name: {SERVER}\ndatabase:\n  name: psycopg2\n  args:\n    dbname: unused\n"
+                  "oidc_providers:\n  - idp_id: dex\n    issuer: https://dex.example.org/\n    client_id: synapse\n"
+                  + (f"password_config:\n  pepper: {pepper}\n" if pepper else "") + synapse_extra)
+    mas = directory / "mas.yaml"
+    mas.write_text(f"matrix:\n  homeserver: {SERVER}\n  secret: test-matrix-shared-secret\n"
+                   f"database:\n  uri: '{mas_uri}'\n"
+                   "passwords:\n  schemes:\n    - version: 1\n      algorithm: bcrypt\n"
+                   "      unicode_normalization: true\n"
+                   + (f"      secret: {pepper}\n" if pepper else "")
+                   + "    - version: 2\n      algorithm: argon2id\n"
+                   f"upstream_oauth2:\n  providers:\n    - id: {PROVIDER_ULID}\n      synapse_idp_id: oidc-dex\n"
+                   "      issuer: https://dex.example.org/\n      client_id: synapse\n"
+                   "      token_endpoint_auth_method: none\n")
+    return str(hs), str(mas)
+
+
 def execute(uri: str, statements: str, params: dict | None = None) -> None:
     """Run SQL (several statements allowed without params) in autocommit mode."""
     with psycopg.connect(uri, autocommit=True) as conn:

@@ -7,19 +7,13 @@ import os
 from click.testing import CliRunner
 
 import cli
-from mighelpers import PROVIDER_ULID, SERVER, execute, rows
+from mighelpers import SERVER, execute, rows, write_configs
 
 SECRETS = ("syt_", "syr_", "$2b$", "hunter2")
 
 
 def _write_configs(tmp_path, mas_uri: str) -> tuple[str, str]:
-    hs = tmp_path / "homeserver.yaml"
-    hs.write_text(f"server_name: {SERVER}\ndatabase:\n  name: psycopg2\n  args:\n    dbname: unused\n"
-                  "oidc_providers:\n  - idp_id: dex\n    issuer: https://dex.example.org/\n    client_id: synapse\n")
-    mas = tmp_path / "mas.yaml"
-    mas.write_text(f"matrix:\n  homeserver: {SERVER}\ndatabase:\n  uri: '{mas_uri}'\n"
-                   f"upstream_oauth2:\n  providers:\n    - id: {PROVIDER_ULID}\n      synapse_idp_id: oidc-dex\n")
-    return str(hs), str(mas)
+    return write_configs(tmp_path, mas_uri)
 
 
 def _seed(synapse_db: str) -> None:
