@@ -20,7 +20,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarStri
 from ruamel.yaml.tokens import CommentToken
 
 from engine.errors import ConfigError
-from engine.yamlsource import read_text
+from engine.yamlsource import load_yaml_text, read_text
 
 from .keyorder import canonical_position, order_for
 
@@ -141,6 +141,9 @@ def move_comment(mapping: Any, old: Any, new: Any) -> None:
 def load_round_trip(path: str) -> CommentedMap:
     """Load an existing MAS configuration (YAML 1.2) keeping comments, order and quoting."""
     text = read_text(path)
+    # The safe loader first: it bounds alias expansion and nesting and rejects tags (a round-trip load alone
+    # would expand an alias bomb until memory runs out); its errors carry file:line:column.
+    load_yaml_text(text, path, (1, 2))
     try:
         data = _yaml().load(text)
     except MarkedYAMLError as exc:
