@@ -53,6 +53,19 @@ def _refuse_overwriting_inputs(synapse_configs: Sequence[str], targets: dict[str
         seen[real] = flag
 
 
+def _refuse_unwritable_targets(targets: dict[str, str | None]) -> None:
+    """Every output must be writable before the first is written (a late failure would leave some written)."""
+    for flag, path in targets.items():
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise ConfigError(f"option {flag}: is a directory, expected a file", file=path, key=flag)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise ConfigError(f"option {flag}: the directory does not exist", file=path, key=flag,
+                              hint="create the directory first; nothing was written")
+
+
 def run(synapse_configs: Sequence[str], options: GenerateOptions, *, synapse_patch: str | None = None,
         trace_file: str | None = None, seed: str | None = None, clock: str | None = None,
         err: TextIO | None = None) -> int:
@@ -62,8 +75,9 @@ def run(synapse_configs: Sequence[str], options: GenerateOptions, *, synapse_pat
     """
     if not options.output:
         raise ConfigError("no output file", key="--output", hint="pass --output FILE")
-    _refuse_overwriting_inputs(synapse_configs, {"--output": options.output, "--synapse-patch": synapse_patch,
-                                                 "--trace": trace_file})
+    targets = {"--output": options.output, "--synapse-patch": synapse_patch, "--trace": trace_file}
+    _refuse_overwriting_inputs(synapse_configs, targets)
+    _refuse_unwritable_targets(targets)
     result = generate(list(synapse_configs), options, entropy_for(seed, clock))
     write_outputs(result, options.output, synapse_patch)
     if trace_file:
