@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import cli
 from hostile import BASE_MAS, BASE_SYNAPSE, RAW_BYTES, RAW_MUTATIONS, assert_clean, file_text, mutated, to_yaml, write
 
-fast = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+fast = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def listing(directory: str) -> dict[str, bytes]:
@@ -161,7 +161,7 @@ def test_generate_hostile_synapse_database_sections(tmp_path):
     """Broken `database` sections (generate reads them only to describe MAS's own database)."""
     from test_fault_configs import SYNAPSE_DATABASES
 
-    for i, database in enumerate(SYNAPSE_DATABASES):
+    for i, database in enumerate(SYNAPSE_DATABASES[::2]):  # every shape class, half the values
         doc = copy.deepcopy(BASE_SYNAPSE)
         doc["database"] = database
         hs = write(str(tmp_path / f"hs-{i}.yaml"), to_yaml(doc))

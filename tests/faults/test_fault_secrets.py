@@ -126,7 +126,7 @@ def read_all(paths) -> str:
     return "\n".join(out)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(s=secrets_strategy)
 def test_config_secrets_never_printed(tmp_path_factory, small_synapse, target_mas, s):
     """lint in every format, check in every format, config generate: stdout, stderr and report files."""
@@ -159,7 +159,7 @@ def test_config_secrets_never_printed(tmp_path_factory, small_synapse, target_ma
     assert_no_secret(result.output, {**s, **generated}, "lint of the generated configuration")
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(s=secrets_strategy, token=secret_text, refresh=secret_text, pw_hash=secret_text, email=secret_text)
 def test_database_secrets_never_printed(tmp_path_factory, synapse_db, target_mas, s, token, refresh, pw_hash, email):
     """Tokens, password hashes and addresses in Synapse: not in migrate's or verify's output or reports."""
