@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,11 @@ from .locations import Location, Path, format_path
 MAX_NODES = 200_000
 _STD = "tag:yaml.org,2002:"
 _PYYAML_STRINGS = {"y", "Y", "n", "N"}
+_PYYAML_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
 _SCALAR_TAGS = {f"{_STD}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -51,8 +57,9 @@ def _yaml(version: tuple[int, int]) -> YAML:
 
 
 class _Builder:
-    def __init__(self, path: str, yaml: YAML):
+    def __init__(self, path: str, yaml: YAML, pyyaml_floats: bool = False):
         self.path = path
+        self.pyyaml_floats = pyyaml_floats
         self.constructor = yaml.constructor
         self.positions: dict[Path, Location] = {}
         self.notes: list[Note] = []
@@ -91,6 +98,9 @@ class _Builder:
             raise self._bad_tag(node, path)
         if tag == f"{_STD}bool" and node.value in _PYYAML_STRINGS:
             # ruamel's 1.1 resolver reads y/n as booleans; PyYAML, which Synapse uses, keeps them strings.
+            return node.value
+        if tag == f"{_STD}float" and self.pyyaml_floats and not _PYYAML_FLOAT.match(node.value):
+            # PyYAML's 1.1 floats need a dot (`1e3` stays a string in Synapse); ruamel would warn and convert.
             return node.value
         try:
             value = self.constructor.construct_object(node, deep=True)
@@ -177,7 +187,7 @@ def load_yaml_text(text: str, path: str, version: tuple[int, int]) -> LoadedYaml
         raise ConfigError(f"the file holds {len(docs)} YAML documents; a configuration file must hold one",
                           file=path, line=docs[1].start_mark.line + 1 if docs[1] is not None else None,
                           hint="remove the `---` separators or split the documents into files")
-    builder = _Builder(path, yaml)
+    builder = _Builder(path, yaml, pyyaml_floats=version == (1, 1))
     root = docs[0] if docs else None
     if root is None:
         return LoadedYaml(path, None, {}, builder.notes)

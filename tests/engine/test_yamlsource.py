@@ -83,3 +83,10 @@ def test_unreadable_and_non_utf8_files(tmp_path):
 def test_single_letter_y_n_stay_strings_as_in_pyyaml(word):
     doc = load_yaml_text(f"{word}: {word}\n", "hs.yaml", (1, 1))
     assert doc.data == {word: word}
+
+
+@pytest.mark.parametrize("text, expected", [("1e3", "1e3"), ("1.5", 1.5), ("1.0e+3", 1000.0), (".inf", float("inf")),
+                                            ("-2.", -2.0)])
+def test_floats_follow_pyyaml_in_yaml_11(text, expected, capsys):
+    assert load_yaml_text(f"v: {text}\n", "hs.yaml", (1, 1)).data["v"] == expected
+    assert capsys.readouterr().err == ""
