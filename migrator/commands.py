@@ -124,6 +124,7 @@ class MigrateArgs:
     acknowledgements: str | None = None
     accept: tuple[str, ...] = ()
     report_skipped: str | None = None
+    workers: int | None = None
 
 
 def migrate_command(conn: ConnectionArgs, args: MigrateArgs) -> int:
@@ -160,6 +161,7 @@ def migrate_command(conn: ConnectionArgs, args: MigrateArgs) -> int:
     options = MigrateOptions(server_name=settings.server_name, dry_run=args.dry_run, plan=args.plan,
                              ignore_missing_providers=args.ignore_missing_providers,
                              assume_synapse_stopped=args.assume_synapse_stopped, report_skipped=args.report_skipped,
+                             workers=args.workers,
                              pre_checks=pre_migration_checks(checks.context.synapse, checks.context.mas,
                                                              dry_run=read_only,
                                                              ignore_missing_providers=args.ignore_missing_providers,

@@ -92,7 +92,7 @@ class Pipeline:
     def __init__(self, source: SynapseSource, *, ids: IdFactory, report: MigrationReport, sink: Sink,
                  mapping: dict[str, str], server_name: str, run_start_ms: int,
                  ignore_missing_providers: bool = False, progress: Progress | None = None,
-                 sampler: Sampler | None = None):
+                 sampler: Sampler | None = None, partition: tuple[int, int] | None = None):
         self.source = source
         self.ids = ids
         self.report = report
@@ -103,6 +103,8 @@ class Pipeline:
         self.ignore_missing = ignore_missing_providers
         self.progress = progress or Progress()
         self.sampler = sampler or Sampler(0)
+        # (part, parts): only this worker's share of the users (migrator/parallel.py); None: everything.
+        self.partition = partition
         self.params = {"run_start": run_start_ms}
         self.entities = report.entities
         self.anomalies = report.anomalies
@@ -133,13 +135,19 @@ class Pipeline:
 
     def _stream(self, phase: str, table: str, query: str) -> Any:
         self.progress.phase(phase, self.source.estimate(table))
-        for row in self.source.stream(query, self.params):
+        for row in self.source.stream(queries.for_partition(query, self.partition), self.params):
             self.progress.tick()
             yield row
 
     # -- phases ----------------------------------------------------------------------------------
     def run(self) -> None:
-        """Run the six phases in order (users first; tokens before devices)."""
+        """Run the six phases in order (users first; tokens before devices), then the global anomalies."""
+        self.run_phases()
+        self.count_unpaired_refresh_tokens()
+        self.progress.done()
+
+    def run_phases(self) -> None:
+        """The six phases over this pipeline's users (all of them, or its partition)."""
         self.phase_users()
         self.sampler.freeze()
         self.phase_threepids()
@@ -147,8 +155,10 @@ class Pipeline:
         self.phase_access_tokens()
         self.phase_refresh_pairs()
         self.phase_devices()
+
+    def count_unpaired_refresh_tokens(self) -> None:
+        """The `unpaired-refresh-token` anomaly: counted once over all refresh tokens."""
         self.anomalies["unpaired-refresh-token"] += int(self.source.scalar(queries.UNPAIRED_REFRESH_TOKENS) or 0)
-        self.progress.done()
 
     def phase_users(self) -> None:
         """Phase 1: `users` → `users`, `user_passwords`."""

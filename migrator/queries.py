@@ -6,8 +6,30 @@ per-user or per-device map in memory. Rows are classified in Python (migrator/pi
 queries select every row of the phase's table so that every skipped row is counted with a reason.
 
 Parameters: ``:run_start`` (milliseconds), used for tokens without `last_validated`.
+
+``/* partition: EXPR */`` marks where a parallel worker (migrator/parallel.py) restricts a query to
+its share of the users; ``for_partition`` turns the markers into conditions or drops them. They sit
+only on the phase's own table, on the `users` join, and on joins whose rows belong to the same user,
+so a worker sees every row of its users and nothing that decides another user's rows.
 """
 from __future__ import annotations
+
+import re
+
+_MARKER = re.compile(r"/\* partition: ([a-z_.]+) \*/")
+
+
+def partition_condition(expr: str, part: int, parts: int) -> str:
+    """SQL (PostgreSQL) true for the users of worker ``part`` out of ``parts``: hashtext of the user id."""
+    return f"(hashtext({expr}) & 2147483647) % {int(parts)} = {int(part)}"
+
+
+def for_partition(query: str, partition: tuple[int, int] | None) -> str:
+    """``query`` restricted to worker ``partition = (part, parts)``, or whole when it is None."""
+    if partition is None:
+        return _MARKER.sub("", query)
+    part, parts = partition
+    return _MARKER.sub(lambda m: "AND " + partition_condition(m.group(1), part, parts), query)
 
 # The owner's columns, in this order, at the end of the user-dependent phase queries.
 USER_COLS = ("u.name IS NOT NULL, u.creation_ts, u.admin, u.is_guest, u.deactivated, "
@@ -30,7 +52,7 @@ WITH superseded AS (
     FROM access_tokens a
     LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id AND r.user_id = a.user_id AND r.device_id = a.device_id
     LEFT JOIN superseded s ON s.rid = r.next_token_id
-    WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL
+    WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL /* partition: a.user_id */
 ), device_times AS (
     SELECT user_id, device_id, MIN(COALESCE(last_validated, :run_start)) AS first_ms
     FROM device_tokens
@@ -45,17 +67,19 @@ def users_query(optional_cols: frozenset[str]) -> str:
     locked = "u.locked" if "locked" in optional_cols else "0"
     approved = "u.approved" if "approved" in optional_cols else "NULL"
     return ("SELECT u.name, u.password_hash, u.admin, u.deactivated, " + locked + ", u.creation_ts, u.is_guest, "
-            "u.appservice_id IS NOT NULL, " + approved + " FROM users u")
+            "u.appservice_id IS NOT NULL, " + approved + " FROM users u WHERE 1 = 1 /* partition: u.name */")
 
 
 THREEPIDS = f"""
 SELECT t.user_id, t.medium, t.address, t.added_at, {USER_COLS}
-FROM user_threepids t LEFT JOIN users u ON u.name = t.user_id
+FROM user_threepids t LEFT JOIN users u ON u.name = t.user_id /* partition: u.name */
+WHERE 1 = 1 /* partition: t.user_id */
 """
 
 LINKS = f"""
 SELECT e.user_id, e.auth_provider, e.external_id, {USER_COLS}
-FROM user_external_ids e LEFT JOIN users u ON u.name = e.user_id
+FROM user_external_ids e LEFT JOIN users u ON u.name = e.user_id /* partition: u.name */
+WHERE 1 = 1 /* partition: e.user_id */
 """
 
 # Phase 4: every access token without a refresh token (puppets included, to be counted).
@@ -64,10 +88,10 @@ SELECT a.id, a.user_id, a.device_id, a.token, a.valid_until_ms, a.last_validated
        a.puppets_user_id IS NOT NULL, d.device_id IS NOT NULL, d.hidden IS TRUE, dt.first_ms, d.last_seen,
        {USER_COLS}
 FROM access_tokens a
-LEFT JOIN users u ON u.name = a.user_id
-LEFT JOIN devices d ON d.user_id = a.user_id AND d.device_id = a.device_id
+LEFT JOIN users u ON u.name = a.user_id /* partition: u.name */
+LEFT JOIN devices d ON d.user_id = a.user_id AND d.device_id = a.device_id /* partition: d.user_id */
 LEFT JOIN device_times dt ON dt.user_id = a.user_id AND dt.device_id = a.device_id
-WHERE a.refresh_token_id IS NULL
+WHERE a.refresh_token_id IS NULL /* partition: a.user_id */
 """
 
 # Phase 5: every access token with a refresh token, with its pairing facts. The window gives, per
@@ -82,12 +106,12 @@ SELECT a.id, a.user_id, a.device_id, a.token, a.valid_until_ms, a.last_validated
        dt.first_ms, d.last_seen,
        {USER_COLS}
 FROM access_tokens a
-LEFT JOIN users u ON u.name = a.user_id
+LEFT JOIN users u ON u.name = a.user_id /* partition: u.name */
 LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id
 LEFT JOIN devices d ON d.user_id = r.user_id AND d.device_id = r.device_id
 LEFT JOIN superseded s ON s.rid = r.next_token_id
 LEFT JOIN device_times dt ON dt.user_id = a.user_id AND dt.device_id = a.device_id
-WHERE a.refresh_token_id IS NOT NULL
+WHERE a.refresh_token_id IS NOT NULL /* partition: a.user_id */
 """
 
 # Phase 6: every device.
@@ -95,8 +119,9 @@ DEVICES = _CTES + f"""
 SELECT d.user_id, d.device_id, d.display_name, d.last_seen, d.ip, d.user_agent, d.hidden IS TRUE,
        d.hidden IS NULL, dt.first_ms, {USER_COLS}
 FROM devices d
-LEFT JOIN users u ON u.name = d.user_id
+LEFT JOIN users u ON u.name = d.user_id /* partition: u.name */
 LEFT JOIN device_times dt ON dt.user_id = d.user_id AND dt.device_id = d.device_id
+WHERE 1 = 1 /* partition: d.user_id */
 """
 
 # Refresh tokens no access token pairs with (informational anomaly).

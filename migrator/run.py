@@ -6,6 +6,7 @@ Public API: ``migrate(source, mas_uri, mapping, options) -> MigrationReport``. `
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -16,15 +17,16 @@ import psycopg
 
 from engine.errors import DatabaseError
 
-from . import guards
+from . import guards, queries
 from .ids import IdFactory, provider_uuid
+from .parallel import auto_workers, run_parallel
 from .pipeline import EPOCH, Pipeline
 from .plan import PlanTarget
 from .progress import Progress
 from .report import ENTITY_TABLES, MigrationReport
 from .samples import Sampler
 from .skipped import RecordingPipeline, SkippedWriter
-from .source import SynapseSource, open_source
+from .source import PostgresSource, SynapseSource, open_source
 from .writer import MasWriter, mas_failure
 
 log = logging.getLogger("syn2mas.migrator")
@@ -48,6 +50,9 @@ class MigrateOptions:
     run_start: datetime | None = None
     batch_size: int = 5000
     progress_interval: float = 5.0
+    # Reader processes for a PostgreSQL source (migrator/parallel.py); None: one per CPU for large
+    # databases, 1: read in this process.
+    workers: int | None = None
     # Pre-migration checks, called with the open Synapse source inside the migration's snapshot before
     # anything is written; they raise (e.g. guards.MigrationRefused) to refuse. Empty: the migrator's own
     # guard (guards.ensure_migratable) runs instead.
@@ -116,16 +121,30 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
         try:
             # A plan has no MAS rows to compare a sample with.
             sampler = Sampler(0 if options.plan else options.sample_size, options.sample_seed)
-            kwargs = dict(ids=IdFactory(options.id_key), report=report, sink=writer,
+            id_key = options.id_key if options.id_key is not None else os.urandom(32)
+            kwargs = dict(ids=IdFactory(id_key), report=report, sink=writer,
                           mapping=provider_mapping(mapping), server_name=options.server_name,
                           run_start_ms=to_ms(run_start), ignore_missing_providers=options.ignore_missing_providers,
                           progress=progress, sampler=sampler)
-            if options.report_skipped:
+            workers = _workers(src, options)
+            if workers > 1:
+                log.info("reading Synapse with %d parallel workers", workers)
+                run_parallel(src, writer, workers=workers, report=report, sampler=sampler, progress=progress,
+                             settings=dict(id_key=id_key, mapping=kwargs["mapping"], server_name=options.server_name,
+                                           run_start_ms=kwargs["run_start_ms"],
+                                           ignore_missing_providers=options.ignore_missing_providers,
+                                           sample_size=sampler.size, sample_seed=options.sample_seed,
+                                           batch_size=options.batch_size))
+                report.anomalies["unpaired-refresh-token"] += int(
+                    src.scalar(queries.UNPAIRED_REFRESH_TOKENS) or 0)
+                pipeline = None
+            elif options.report_skipped:
                 skipped = SkippedWriter(options.report_skipped)
                 pipeline = RecordingPipeline(src, skipped=skipped, **kwargs)
             else:
                 pipeline = Pipeline(src, **kwargs)
-            pipeline.run()
+            if pipeline is not None:
+                pipeline.run()
             report.timings_s["read"] = time.monotonic() - started - writer.copy_seconds
             writer.rebuild()
             report.timings_s["copy"] = writer.copy_seconds
@@ -159,6 +178,14 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
     report.finished_at = datetime.now(timezone.utc)
     report.timings_s["total"] = time.monotonic() - started
     return report
+
+
+def _workers(source: SynapseSource, options: MigrateOptions) -> int:
+    """How many reader processes: parallel only for PostgreSQL, and not for --plan or --report-skipped,
+    whose sinks live in this process."""
+    if not isinstance(source, PostgresSource) or options.plan or options.report_skipped:
+        return 1
+    return max(1, options.workers) if options.workers is not None else auto_workers(source)
 
 
 def _linked_providers(source: SynapseSource, mapping: dict[str, str]) -> list[str]:

@@ -63,6 +63,16 @@ class Sampler:
         self.users = {user_id: facts for _, user_id, facts in self._heap}
         self._heap = []
 
+    def adopt(self, users: dict[str, UserFacts]) -> None:
+        """Fix the sample from the partial samples of parallel workers: the users a single pass keeps."""
+        if self.size <= 0:
+            self.users = {}
+            return
+        rank = sorted(users, key=lambda user_id: hashlib.sha256(
+            self._seed + user_id.encode("utf-8", "surrogatepass")).digest())
+        self.users = {user_id: users[user_id] for user_id in rank[: self.size]}
+        self._heap = []
+
     def get(self, user_id: str) -> UserFacts | None:
         """The facts of a sampled user, or None."""
         return self.users.get(user_id)

@@ -122,17 +122,48 @@ def _read_errors() -> Iterator[None]:
                             hint="check the Synapse database server, then retry") from None
 
 
+_UNITS_KB = {"kB": 1, "MB": 1024, "GB": 1024 ** 2, "TB": 1024 ** 3}
+
+
+def _kilobytes(setting: str) -> int:
+    """A memory setting as SHOW prints it (`4MB`, `65536kB`, `1GB`) in kB; unknown forms count as 0."""
+    m = re.fullmatch(r"\s*(\d+)\s*(kB|MB|GB|TB)?\s*", setting)
+    return int(m.group(1)) * _UNITS_KB[m.group(2) or "kB"] if m else 0
+
+
 class PostgresSource(SynapseSource):
     """Synapse on PostgreSQL: one SERIALIZABLE READ ONLY DEFERRABLE transaction, server-side cursors."""
 
     kind = "postgresql"
 
-    def __init__(self, conn: psycopg.Connection):
+    # Sorts and hashes of the phase queries (device session times, refresh pairs) spill to disk with
+    # PostgreSQL's default 4 MB; the read transaction raises it for itself, never lowers it.
+    WORK_MEM_KB = 64 * 1024
+
+    def __init__(self, conn: psycopg.Connection, snapshot: str | None = None):
         self.conn = conn
         self._n = 0
-        conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE")
+        if snapshot is None:
+            conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE")
+        else:
+            # A parallel worker (migrator/parallel.py): exactly the main connection's snapshot, which
+            # was taken after its locks; REPEATABLE READ may import a SERIALIZABLE transaction's snapshot.
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
         # Every cursor is read to the end: plan for total time, not for the first rows.
         conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+        # SHOW, unlike a SELECT, takes no snapshot: the snapshot must come after lock_tables().
+        if _kilobytes(str(conn.execute("SHOW work_mem").fetchone()[0])) < self.WORK_MEM_KB:
+            conn.execute(f"SET LOCAL work_mem = '{self.WORK_MEM_KB}kB'")
+
+    def export_snapshot(self) -> str:
+        """Export this transaction's snapshot for parallel workers (valid while the transaction lasts)."""
+        with _read_errors():
+            return str(self.conn.execute("SELECT pg_export_snapshot()").fetchone()[0])
+
+    def conninfo(self) -> tuple[str, str | None]:
+        """(libpq connection string without the password, the password) to open more connections like this one."""
+        return self.conn.info.dsn, self.conn.info.password
 
     @staticmethod
     def _convert(query: str) -> str:

@@ -62,6 +62,12 @@ def mas_failure(exc: psycopg.Error) -> DatabaseError:
                          hint="check the MAS database server, then run the migration again")
 
 
+def _copy_statement(table: str) -> sql.Composed:
+    """COPY of ``table``'s COPY_COLUMNS from binary data on standard input."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c, _ in masschema.COPY_COLUMNS[table]))
+
+
 @dataclass
 class SavedDefinitions:
     """Constraint and index definitions of the eight tables, read from the catalogue before dropping."""
@@ -181,16 +187,25 @@ class MasWriter:
             return
         cols = masschema.COPY_COLUMNS[table]
         started = time.monotonic()
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c, _ in cols))
         try:
-            with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+            with self.conn.cursor() as cur, cur.copy(_copy_statement(table)) as copy:
                 copy.set_types([t for _, t in cols])
                 for row in rows:
                     copy.write_row(row)
         except psycopg.Error as exc:
             raise DatabaseError(f"writing `{table}` failed: {describe(exc)}; nothing was committed") from None
         self._buffers[table] = []
+        self.copy_seconds += time.monotonic() - started
+        self.fail_hook(f"copy:{table}")
+
+    def write_payload(self, table: str, payload: bytes) -> None:
+        """COPY ``payload`` (complete binary COPY data of COPY_COLUMNS rows, from a parallel worker) into ``table``."""
+        started = time.monotonic()
+        try:
+            with self.conn.cursor() as cur, cur.copy(_copy_statement(table)) as copy:
+                copy.write(payload)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"writing `{table}` failed: {describe(exc)}; nothing was committed") from None
         self.copy_seconds += time.monotonic() - started
         self.fail_hook(f"copy:{table}")
 

@@ -1,0 +1,305 @@
+"""Parallel read phases for PostgreSQL sources: worker processes in the migration's snapshot (§12.3).
+
+The row pipeline (migrator/pipeline.py) is CPU-bound Python: ids, timestamps and COPY formatting per
+row. With ``workers > 1`` each worker process opens its own read-only connection to Synapse, imports
+the snapshot the main connection exported (taken after its locks, so every worker sees exactly the
+data the checks saw) and runs the unchanged pipeline on its share of the users: a user and every row
+of that user go to worker ``hashtext(user_id) mod N`` (migrator/queries.py), so per-user and
+per-device logic (device session times, refresh pairs) never spans two workers.
+
+Workers format their rows as binary COPY payloads and send them through a pipe; the main process
+writes each payload into MAS on its single connection and transaction, so atomicity, locks and the
+rebuild are exactly those of a serial run. Pipes give back-pressure: memory stays flat.
+A worker ends with its per-entity counts, anomalies and sampled users, which the main process sums.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+from collections import Counter
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Transformer
+
+from engine.errors import DatabaseError, Syn2MasError
+
+from . import masschema
+from .ids import IdFactory
+from .pipeline import Pipeline
+from .progress import Progress
+from .report import MigrationReport
+from .samples import Sampler
+from .source import PostgresSource
+
+try:  # psycopg >= 3.2
+    from psycopg._copy_base import BinaryFormatter
+except ImportError:  # pragma: no cover - psycopg 3.1
+    from psycopg.copy import BinaryFormatter  # type: ignore[attr-defined,no-redef]
+
+log = logging.getLogger("syn2mas.migrator")
+
+# Below this many users (planner estimate) starting processes costs more than it saves.
+AUTO_MIN_USERS = 20_000
+MAX_AUTO_WORKERS = 8
+# A worker reports progress every this many rows.
+TICK_ROWS = 4096
+
+
+def auto_workers(source: Any) -> int:
+    """Workers for a run when none is asked for: one per CPU (at most 8) on PostgreSQL with many users."""
+    if not isinstance(source, PostgresSource) or source.estimate("users") < AUTO_MIN_USERS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a worker needs, sent to it once (picklable)."""
+
+    conninfo: str
+    password: str | None
+    snapshot: str
+    user_columns: frozenset[str]
+    id_key: bytes
+    mapping: dict[str, Any]
+    server_name: str
+    run_start_ms: int
+    ignore_missing_providers: bool
+    sample_size: int
+    sample_seed: int
+    batch_size: int
+    parts: int
+
+
+# -- the worker side ---------------------------------------------------------------------------------
+class PayloadSink:
+    """Buffers rows per MAS table and sends each full batch as one binary COPY payload."""
+
+    def __init__(self, pipe: Connection, batch_size: int):
+        self.pipe = pipe
+        self.batch_size = batch_size
+        self._rows: dict[str, list[tuple]] = {t: [] for t in masschema.TARGET_TABLES}
+        registry = psycopg.adapters.types
+        self._oids = {t: [registry.get_oid(typ) for _, typ in cols] for t, cols in masschema.COPY_COLUMNS.items()}
+
+    def add(self, table: str, row: tuple) -> None:
+        """Queue one row; a full batch is sent."""
+        rows = self._rows[table]
+        rows.append(row)
+        if len(rows) >= self.batch_size:
+            self.flush(table)
+
+    def flush(self, table: str) -> None:
+        """Send the queued rows of ``table`` (nothing when there are none)."""
+        rows = self._rows[table]
+        if not rows:
+            return
+        self.pipe.send(("copy", table, encode_rows(rows, self._oids[table])))
+        self._rows[table] = []
+
+    def flush_all(self) -> None:
+        """Send every queued row."""
+        for table in masschema.TARGET_TABLES:
+            self.flush(table)
+
+
+def encode_rows(rows: list[tuple], oids: list[int]) -> bytes:
+    """Complete binary COPY data (signature, rows, trailer) of ``rows`` with column types ``oids``."""
+    transformer = Transformer()
+    transformer.set_dumper_types(oids, psycopg.pq.Format.BINARY)
+    formatter = BinaryFormatter(transformer)
+    chunks = [formatter.write_row(row) for row in rows]
+    chunks.append(formatter.end())
+    return b"".join(chunks)
+
+
+class ForwardingProgress(Progress):
+    """A worker's progress: phase starts, row counts and phase ends go to the main process."""
+
+    def __init__(self, pipe: Connection):
+        super().__init__(interval=float("inf"), emit=lambda line: None)
+        self.pipe = pipe
+        self._pending = 0
+
+    def phase(self, name: str, estimate: int) -> None:
+        if self.phase_name:
+            self.done()
+        self.phase_name = name
+        self.pipe.send(("phase", name, estimate))
+
+    def tick(self, n: int = 1) -> None:
+        self._pending += n
+        if self._pending >= TICK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.pipe.send(("tick", self.phase_name, self._pending))
+            self._pending = 0
+
+    def done(self) -> None:
+        if self.phase_name:
+            self._flush()
+            self.pipe.send(("phase-done", self.phase_name))
+            self.phase_name = ""
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the main process dies (SIGKILL included)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a broken pipe ends the worker at its next send
+        pass
+
+
+def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
+    """Entry point of worker ``part``: run the phases on its users, send rows, counts and samples."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    try:
+        try:
+            conn = psycopg.connect(settings.conninfo, password=settings.password, autocommit=True)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"a parallel worker cannot connect to the Synapse database: "
+                                f"{str(exc).strip().splitlines()[0]}") from None
+        with conn:
+            source = PostgresSource(conn, snapshot=settings.snapshot)
+            source._user_cols = settings.user_columns
+            report = MigrationReport(mode="worker", run_start=None, server_name=settings.server_name)  # type: ignore[arg-type]
+            sampler = Sampler(settings.sample_size, settings.sample_seed)
+            sink = PayloadSink(pipe, settings.batch_size)
+            progress = ForwardingProgress(pipe)
+            pipeline = Pipeline(source, ids=IdFactory(settings.id_key), report=report, sink=sink,
+                                mapping=settings.mapping, server_name=settings.server_name,
+                                run_start_ms=settings.run_start_ms,
+                                ignore_missing_providers=settings.ignore_missing_providers,
+                                progress=progress, sampler=sampler, partition=(part, settings.parts))
+            pipeline.run_phases()
+            progress.done()
+            sink.flush_all()
+            counts = {name: (s.read, s.migrated, dict(s.skipped)) for name, s in report.entities.items()}
+            pipe.send(("done", counts, dict(report.anomalies), sampler.users))
+    except Syn2MasError as exc:
+        pipe.send(("error", exc.message, exc.hint))
+    except BrokenPipeError:
+        pass  # the main process is gone
+    except BaseException as exc:  # never a traceback with row data: the type names the failure
+        try:
+            pipe.send(("error", f"a parallel worker failed unexpectedly ({type(exc).__name__})", None))
+        except OSError:
+            pass
+    finally:
+        pipe.close()
+
+
+# -- the main side -----------------------------------------------------------------------------------
+class PhaseBoard:
+    """Merges the workers' progress into the usual per-phase lines (the oldest unfinished phase)."""
+
+    def __init__(self, progress: Progress, workers: int):
+        self.progress = progress
+        self.workers = workers
+        self.phases: dict[str, dict[str, int]] = {}
+        self.current: str | None = None
+
+    def started(self, name: str, estimate: int) -> None:
+        self.phases.setdefault(name, {"estimate": estimate, "rows": 0, "done": 0})
+        if self.current is None:
+            self._show(name)
+
+    def tick(self, name: str, rows: int) -> None:
+        self.phases[name]["rows"] += rows
+        if name == self.current:
+            self.progress.tick(rows)
+
+    def finished(self, name: str) -> None:
+        self.phases[name]["done"] += 1
+        while self.current is not None and self.phases[self.current]["done"] >= self.workers:
+            self.progress.done()
+            later = [n for n, p in self.phases.items() if p["done"] < self.workers]
+            self.current = None
+            if later:
+                self._show(later[0])
+
+    def _show(self, name: str) -> None:
+        self.current = name
+        self.progress.phase(name, self.phases[name]["estimate"])
+        if self.phases[name]["rows"]:
+            self.progress.tick(self.phases[name]["rows"])
+
+
+def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings: dict[str, Any],
+                 report: MigrationReport, sampler: Sampler, progress: Progress) -> None:
+    """Run the six phases in ``workers`` processes, writing their rows through ``writer`` (MasWriter).
+
+    ``settings`` holds WorkerSettings' run fields (id_key, mapping, server_name, ...). On any failure
+    every worker is stopped and the error raised: the caller rolls the MAS transaction back.
+    """
+    conninfo, password = source.conninfo()
+    full = WorkerSettings(conninfo=conninfo, password=password, snapshot=source.export_snapshot(),
+                          user_columns=source.user_columns(), parts=workers, **settings)
+    ctx = multiprocessing.get_context("spawn")  # never fork a process holding database connections
+    procs: list[Any] = []
+    pipes: dict[Connection, int] = {}
+    board = PhaseBoard(progress, workers)
+    samples: dict[str, Any] = {}
+    try:
+        for part in range(workers):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=worker_main, args=(full, part, send), name=f"syn2mas-worker-{part}",
+                               daemon=True)
+            proc.start()
+            send.close()
+            procs.append(proc)
+            pipes[receive] = part
+        while pipes:
+            for pipe in wait(list(pipes)):
+                try:
+                    message = pipe.recv()
+                except EOFError:
+                    raise DatabaseError(f"parallel worker {pipes[pipe]} ended without finishing; "
+                                        "nothing was committed",
+                                        hint="run the migration again, or with --workers 1") from None
+                kind = message[0]
+                if kind == "copy":
+                    writer.write_payload(message[1], message[2])
+                elif kind == "tick":
+                    board.tick(message[1], message[2])
+                elif kind == "phase":
+                    board.started(message[1], message[2])
+                elif kind == "phase-done":
+                    board.finished(message[1])
+                elif kind == "done":
+                    _merge(report, message[1], message[2])
+                    samples.update(message[3])
+                    del pipes[pipe]
+                    pipe.close()
+                elif kind == "error":
+                    raise DatabaseError(message[1], hint=message[2])
+        for proc in procs:
+            proc.join()
+        sampler.adopt(samples)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for pipe in pipes:
+            pipe.close()
+
+
+def _merge(report: MigrationReport, counts: dict[str, tuple[int, int, dict[str, int]]],
+           anomalies: dict[str, int]) -> None:
+    for name, (read, migrated, skipped) in counts.items():
+        stats = report.entities[name]
+        stats.read += read
+        stats.migrated += migrated
+        stats.skipped.update(Counter(skipped))
+    report.anomalies.update(Counter(anomalies))
+

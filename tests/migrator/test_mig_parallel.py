@@ -1,0 +1,146 @@
+"""Parallel readers (migrator/parallel.py): the same MAS rows, counts and samples as one process.
+
+Workers import the main connection's snapshot and each read one hash partition of the users; their
+rows reach MAS through the main connection's single transaction. Every test compares a parallel run
+with a serial one on the same Synapse rows, with the same id key and clock, so ids included every
+MAS row must be equal.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from engine.errors import DatabaseError
+from migrator import queries
+from migrator.masschema import TARGET_TABLES
+from migrator.parallel import auto_workers
+from migrator.samples import Sampler, UserFacts
+from migrator.source import open_source
+from mighelpers import MAS_TABLES, SYNAPSE_TABLES, add_provider, execute, rows, run
+from test_mig_properties import Model, devices_st, links_st, refresh_st, threepids_st, tokens_st, users_st
+from test_mig_sqlite import DEMO_PROVIDER, demo_inserts
+
+
+def mas_rows(uri: str) -> dict[str, list]:
+    return {t: sorted(rows(uri, f"SELECT * FROM {t}"), key=repr) for t in TARGET_TABLES}
+
+
+def comparable(report) -> dict:
+    data = report.to_dict()
+    return {k: data[k] for k in ("entities", "anomalies", "reconciliation")}
+
+
+def reset(uri: str, tables: str) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {tables} CASCADE")
+
+
+def test_parallel_run_writes_exactly_the_serial_rows(synapse_db, mas_db, fresh_mas_db):
+    execute(synapse_db, demo_inserts())
+    for uri in (mas_db, fresh_mas_db):
+        add_provider(uri, DEMO_PROVIDER)
+    mapping = {"oidc-dex": DEMO_PROVIDER}
+    serial = _run_demo(synapse_db, mas_db, mapping, workers=1)
+    parallel = _run_demo(synapse_db, fresh_mas_db, mapping, workers=3)
+    assert parallel.reconciled and not parallel.sample_mismatches
+    assert comparable(parallel) == comparable(serial)
+    serial_rows, parallel_rows = mas_rows(mas_db), mas_rows(fresh_mas_db)
+    assert parallel_rows == serial_rows
+    assert sum(len(v) for v in parallel_rows.values()) > 20
+
+
+def _run_demo(synapse_uri: str, mas_uri: str, mapping: dict, workers: int):
+    from migrator.run import MigrateOptions, migrate
+    from mighelpers import KEY, RUN_START
+
+    return migrate(synapse_uri, mas_uri, mapping, MigrateOptions(
+        server_name="demo.example", id_key=KEY, run_start=RUN_START, workers=workers, sample_size=3))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(users_st, devices_st, refresh_st, tokens_st, threepids_st, links_st)
+def test_parallel_equals_serial_on_generated_rows(_shared_synapse, _shared_mas, fresh_mas_db, users, devices,
+                                                  refresh, tokens, threepids, links):
+    reset(_shared_synapse, SYNAPSE_TABLES)
+    Model(users, devices, refresh, tokens, threepids, links).load(_shared_synapse)
+    results = []
+    for uri, workers in ((_shared_mas, 1), (fresh_mas_db, 2)):
+        reset(uri, MAS_TABLES)
+        add_provider(uri)
+        report = run(_shared_synapse, uri, workers=workers)
+        assert report.reconciled and not report.sample_mismatches
+        results.append((comparable(report), mas_rows(uri)))
+    assert results[0] == results[1]
+
+
+def test_a_worker_error_reaches_the_main_process_and_nothing_is_written(synapse_db, mas):
+    execute(synapse_db, "INSERT INTO users (name, creation_ts) VALUES ('@a:example.org', 1), ('@b:example.org', 2);"
+                        "INSERT INTO devices (user_id, device_id) VALUES ('@a:example.org', 'D'), "
+                        "('@gone:example.org', 'D')")
+    before = mas_rows(mas)
+    messages = []
+    for workers in (1, 2):
+        with pytest.raises(DatabaseError) as err:
+            run(synapse_db, mas, workers=workers, pre_checks=[lambda source: None])
+        messages.append(str(err.value))
+        assert mas_rows(mas) == before
+        assert rows(mas, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'users'::regclass") == [(2,)]
+    assert messages[0] == messages[1]
+    assert "`devices` row refers to a user that does not exist" in messages[1]
+
+
+def test_partitions_cover_every_row_once(synapse_db):
+    execute(synapse_db, "INSERT INTO users (name, creation_ts) SELECT '@u' || g || ':example.org', g "
+                        "FROM generate_series(1, 200) g")
+    source = open_source(synapse_db)
+    try:
+        query = "SELECT u.name FROM users u WHERE 1 = 1 /* partition: u.name */"
+        whole = sorted(r[0] for r in source.fetchall(queries.for_partition(query, None)))
+        parts = [sorted(r[0] for r in source.fetchall(queries.for_partition(query, (k, 3)))) for k in range(3)]
+    finally:
+        source.close()
+    assert len(whole) == 200
+    assert sorted(sum(parts, [])) == whole
+    assert all(parts), "every worker gets some users"
+
+
+def test_small_and_sqlite_sources_read_in_one_process(tmp_path, synapse_db):
+    from migrator.demo import build_sqlite
+    from test_mig_sqlite import DEMO_SQL
+
+    source = open_source(synapse_db)
+    try:
+        assert auto_workers(source) == 1
+    finally:
+        source.close()
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    sqlite = open_source(db)
+    try:
+        assert auto_workers(sqlite) == 1
+    finally:
+        sqlite.close()
+
+
+def test_samples_merged_from_workers_are_the_serial_sample():
+    users = [f"@u{i}:example.org" for i in range(300)]
+    facts = {u: UserFacts(u, False, False, False, False, None) for u in users}
+    serial = Sampler(10, seed=7)
+    for u in users:
+        serial.offer(u, lambda u=u: facts[u])
+    serial.freeze()
+    partial: dict[str, UserFacts] = {}
+    for part in range(3):
+        worker = Sampler(10, seed=7)
+        for u in users:
+            if int(hashlib.md5(u.encode()).hexdigest(), 16) % 3 == part:
+                worker.offer(u, lambda u=u: facts[u])
+        worker.freeze()
+        partial.update(worker.users)
+    merged = Sampler(10, seed=7)
+    merged.adopt(partial)
+    assert set(merged.users) == set(serial.users) and len(merged.users) == 10
