@@ -227,7 +227,14 @@ def run_measured(cmd: list[str], workdir: str, *, ok: tuple[int, ...] = (0,)) ->
             "cpu_s": round(cpu, 2) if cpu else None, "load": load(), "exit": rc, "stdout": stdout, "stderr": stderr}
 
 
-def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int, mas_yaml: str) -> dict:
+def worker_peaks(stderr: str) -> list[float]:
+    """Peak RSS (MiB) of each parallel worker, from the migrator's last progress line about them."""
+    m = re.search(r"peak memory per worker: ([\d., ]+) MiB", stderr)
+    return [float(x) for x in m.group(1).split(",")] if m else []
+
+
+def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int, mas_yaml: str,
+               workers: list[int | None]) -> dict:
     result: dict = {"users": users}
     syn_db = f"synapse_{users}"
     log(f"{users} users: generating the Synapse database")
@@ -253,30 +260,46 @@ def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int,
     # check (read-only, on the empty MAS clone the migration will use), then migrate
     runs, checks = [], []
     for i in range(repeat):
-        mas_db = "mas_run"
-        pgserver.drop_database(server, mas_db)
-        mas_uri = pgserver.create_database(server, mas_db, template="mas_template")
-        common = ["--synapse-config", homeserver, "--config", mas_yaml, "--mas-database-uri", mas_uri]
-        check = run_measured([SYN2MAS, "check", *common, "--format", "json"], workdir, ok=(0, 10, 11))
-        checks.append({k: check[k] for k in ("wall_s", "peak_rss_mib", "load", "exit")})
-        log(f"check run {i + 1}: {check['wall_s']:.2f} s (exit {check['exit']})")
-        report_path = os.path.join(workdir, f"report-{users}-{i}.json")
-        mig = run_measured([SYN2MAS, "migrate", *common, "--report", report_path], workdir)
-        with open(report_path) as fh:
-            report = json.load(fh)
-        runs.append({"wall_s": mig["wall_s"], "peak_rss_mib": mig["peak_rss_mib"], "cpu_s": mig["cpu_s"],
-                     "load": mig["load"], "timings_s": report["timings_s"], "phases_s": phase_times(mig["stderr"]),
-                     "reconciled": all(
-                         r["status"] == "ok" for r in report.get("reconciliation", []))})
-        result.setdefault("entities", {e: {"read": s["read"], "migrated": s["migrated"]}
-                                       for e, s in report["entities"].items()})
-        log(f"migrate run {i + 1}: {mig['wall_s']:.2f} s, CPU {mig['cpu_s']} s, peak RSS {mig['peak_rss_mib']} MiB, "
-            f"timings {report['timings_s']}, phases {runs[-1]['phases_s']}")
+        for j, n_workers in enumerate(workers):
+            mas_db = "mas_run"
+            pgserver.drop_database(server, mas_db)
+            mas_uri = pgserver.create_database(server, mas_db, template="mas_template")
+            common = ["--synapse-config", homeserver, "--config", mas_yaml, "--mas-database-uri", mas_uri]
+            if j == 0:  # check once per repeat
+                check = run_measured([SYN2MAS, "check", *common, "--format", "json"], workdir, ok=(0, 10, 11))
+                checks.append({k: check[k] for k in ("wall_s", "peak_rss_mib", "load", "exit")})
+                log(f"check run {i + 1}: {check['wall_s']:.2f} s (exit {check['exit']})")
+            report_path = os.path.join(workdir, f"report-{users}-{i}.json")
+            extra = ["--workers", str(n_workers)] if n_workers else []
+            mig = run_measured([SYN2MAS, "migrate", *common, "--report", report_path, *extra], workdir)
+            with open(report_path) as fh:
+                report = json.load(fh)
+            peaks = worker_peaks(mig["stderr"])
+            runs.append({"workers": n_workers or "auto", "wall_s": mig["wall_s"], "peak_rss_mib": mig["peak_rss_mib"],
+                         "worker_peak_rss_mib": peaks,
+                         "total_peak_rss_mib": round((mig["peak_rss_mib"] or 0) + sum(peaks), 1),
+                         "cpu_s": mig["cpu_s"], "load": mig["load"], "timings_s": report["timings_s"],
+                         "phases_s": phase_times(mig["stderr"]),
+                         "reconciled": all(r["status"] == "ok" for r in report.get("reconciliation", []))})
+            result.setdefault("entities", {e: {"read": s["read"], "migrated": s["migrated"]}
+                                           for e, s in report["entities"].items()})
+            log(f"migrate run {i + 1} (workers {n_workers or 'auto'}): {mig['wall_s']:.2f} s, CPU {mig['cpu_s']} s, "
+                f"peak RSS {mig['peak_rss_mib']} MiB + workers {peaks}, timings {report['timings_s']}, "
+                f"phases {runs[-1]['phases_s']}")
     pgserver.drop_database(server, "mas_run")
     result["migrate_runs"] = runs
     result["check_runs"] = checks
-    result["migrate_s"] = round(statistics.median(r["wall_s"] for r in runs), 3)
-    result["migrate_peak_rss_mib"] = max(r["peak_rss_mib"] or 0 for r in runs)
+    by_workers: dict = {}
+    for r in runs:
+        by_workers.setdefault(str(r["workers"]), []).append(r)
+    result["migrate_by_workers"] = {
+        label: {"wall_s": round(statistics.median(r["wall_s"] for r in rs), 3),
+                "ratio_to_floor": round(statistics.median(r["wall_s"] for r in rs) / result["floor_s"], 2),
+                "total_peak_rss_mib": max(r["total_peak_rss_mib"] for r in rs)}
+        for label, rs in by_workers.items()}
+    headline = runs[0]["workers"]  # the first --workers setting (default: syn2mas's own choice)
+    result["migrate_s"] = result["migrate_by_workers"][str(headline)]["wall_s"]
+    result["migrate_peak_rss_mib"] = result["migrate_by_workers"][str(headline)]["total_peak_rss_mib"]
     result["check_s"] = round(statistics.median(c["wall_s"] for c in checks), 3)
     result["ratio_migrate_floor"] = round(result["migrate_s"] / result["floor_s"], 2)
 
@@ -316,7 +339,10 @@ def print_summary(results: dict) -> None:
         print(f"migrate                         {r['migrate_s']:8.2f} s   runs "
               + ", ".join(f"{x['wall_s']:.2f} (load {x['load']})" for x in r["migrate_runs"]))
         print(f"  ratio migrate / floor         {r['ratio_migrate_floor']:8.2f}")
-        print(f"  peak RSS                      {r['migrate_peak_rss_mib']:8.1f} MiB")
+        print(f"  peak RSS (main + workers)     {r['migrate_peak_rss_mib']:8.1f} MiB")
+        for label, m in r["migrate_by_workers"].items():
+            print(f"  --workers {label:<6} {m['wall_s']:8.2f} s, {m['ratio_to_floor']:.2f}x floor, "
+                  f"{m['total_peak_rss_mib']:.1f} MiB")
         t = r["migrate_runs"][len(r["migrate_runs"]) // 2]["timings_s"]
         print("  report timings (one run)      " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()))
         mid = r["migrate_runs"][len(r["migrate_runs"]) // 2]
@@ -343,6 +369,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (median reported)")
     ap.add_argument("--json", help="write the figures here as JSON")
     ap.add_argument("--base-dir", help="where the throwaway cluster lives (default: the temp dir)")
+    ap.add_argument("--workers", type=int, action="append",
+                    help="also time `migrate --workers N` (repeatable; default: only syn2mas's own choice)")
     args = ap.parse_args()
     sizes = args.users or [100_000]
     if SYN2MAS is None:
@@ -374,7 +402,7 @@ def main() -> int:
         results = {"machine": {**machine(), "postgresql": f"PostgreSQL {version}"}, "settings": PG_SETTINGS,
                    "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "sizes": []}
         for n in sizes:
-            results["sizes"].append(bench_size(server, workdir, n, args.repeat, mas_yaml))
+            results["sizes"].append(bench_size(server, workdir, n, args.repeat, mas_yaml, [None] + (args.workers or [])))
         print_summary(results)
         if args.json:
             with open(args.json, "w") as fh:

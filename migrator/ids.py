@@ -1,8 +1,13 @@
 """MAS primary keys: ULIDs stored as UUIDs (data-migration.md §5).
 
-Bits 127..80 are the millisecond timestamp (negative clamps to 0); bits 79..0 are the first 80 bits of
-HMAC-SHA256(K, kind || 0x00 || natural key) with a per-run random key K. The same entity therefore gets
-the same id in every phase of a run without any lookup table, while ids stay unguessable from outside.
+Bits 127..80 are the millisecond timestamp (negative clamps to 0); bits 79..0 are a keyed hash of
+``kind || 0x00 || natural key`` under a per-run random key K (§5.3). The same entity therefore gets
+the same id in every phase of a run, and in every parallel worker, without any lookup table, while
+ids stay unguessable from outside.
+
+The keyed hash is BLAKE2b in its keyed (MAC) mode with an 80-bit output (RFC 7693), not the
+HMAC-SHA256 that §5.3 suggests: both are pseudo-random functions of the key, and BLAKE2b costs one
+hash instead of two (about 2 µs instead of 4 per id in CPython), which matters at one id per MAS row.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import os
 import uuid
 
 MAX_ULID_MS = (1 << 48) - 1
+RANDOM_BYTES = 10  # bits 79..0
 
 
 _new = object.__new__
@@ -29,39 +35,31 @@ def _fast_uuid(value: int) -> uuid.UUID:
 class IdFactory:
     """Derives the UUIDs of one run; ``key`` is injectable for tests (32 random bytes by default).
 
-    HMAC-SHA256 is computed from precomputed inner/outer SHA-256 states (RFC 2104 with the key padded
-    to the 64-byte block), with the inner state also advanced past ``kind || 0x00`` once per kind:
-    the same bytes as ``hmac.digest``, about three times faster per id (OpenSSL 3 re-initialises
-    an HMAC context for every one-shot call).
+    One keyed BLAKE2b state per kind, already fed ``kind || 0x00``, is copied for every id.
     """
 
     def __init__(self, key: bytes | None = None):
         self._key = key if key is not None else os.urandom(32)
-        block = self._key if len(self._key) <= 64 else hashlib.sha256(self._key).digest()
-        block = block.ljust(64, b"\x00")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        # BLAKE2b takes keys of up to 64 bytes; a longer injected key is hashed down first.
+        self._mac_key = self._key if len(self._key) <= 64 else hashlib.sha256(self._key).digest()
         self._kinds: dict[str, object] = {}
 
-    def _inner_for(self, kind: str):
-        state = self._inner.copy()
-        state.update(kind.encode("utf-8", "surrogatepass") + b"\x00")
+    def _state_for(self, kind: str):
+        state = hashlib.blake2b(kind.encode("utf-8", "surrogatepass") + b"\x00", key=self._mac_key,
+                                digest_size=RANDOM_BYTES)
         self._kinds[kind] = state
         return state
 
     def make(self, ms: int, kind: str, *natural_key: object) -> uuid.UUID:
         """UUID for entity ``kind`` with time ``ms`` (milliseconds) and the given natural key parts."""
-        inner = (self._kinds.get(kind) or self._inner_for(kind)).copy()
+        mac = (self._kinds.get(kind) or self._state_for(kind)).copy()
         if len(natural_key) == 1 and type(natural_key[0]) is str:
-            inner.update(natural_key[0].encode("utf-8", "surrogatepass"))
+            mac.update(natural_key[0].encode("utf-8", "surrogatepass"))
         else:
-            inner.update("\x1f".join(map(str, natural_key)).encode("utf-8", "surrogatepass"))
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        random80 = int.from_bytes(outer.digest()[:10], "big")
+            mac.update("\x1f".join(map(str, natural_key)).encode("utf-8", "surrogatepass"))
         t = int(ms)
         t = 0 if t < 0 else (MAX_ULID_MS if t > MAX_ULID_MS else t)
-        return _fast_uuid((t << 80) | random80)
+        return _fast_uuid((t << 80) | int.from_bytes(mac.digest(), "big"))
 
 
 def ulid_ms(value: uuid.UUID) -> int:

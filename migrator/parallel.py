@@ -18,6 +18,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 from collections import Counter
 from dataclasses import dataclass
@@ -184,7 +185,8 @@ def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
             progress.done()
             sink.flush_all()
             counts = {name: (s.read, s.migrated, dict(s.skipped)) for name, s in report.entities.items()}
-            pipe.send(("done", counts, dict(report.anomalies), sampler.users))
+            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            pipe.send(("done", counts, dict(report.anomalies), sampler.users, peak_kib))
     except Syn2MasError as exc:
         pipe.send(("error", exc.message, exc.hint))
     except BrokenPipeError:
@@ -249,6 +251,7 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
     pipes: dict[Connection, int] = {}
     board = PhaseBoard(progress, workers)
     samples: dict[str, Any] = {}
+    peaks: list[int] = []
     try:
         for part in range(workers):
             receive, send = ctx.Pipe(duplex=False)
@@ -278,6 +281,7 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
                 elif kind == "done":
                     _merge(report, message[1], message[2])
                     samples.update(message[3])
+                    peaks.append(message[4])
                     del pipes[pipe]
                     pipe.close()
                 elif kind == "error":
@@ -285,6 +289,8 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
         for proc in procs:
             proc.join()
         sampler.adopt(samples)
+        log.info("parallel workers finished; peak memory per worker: %s MiB",
+                 ", ".join(f"{kib / 1024:.0f}" for kib in sorted(peaks)))
     finally:
         for proc in procs:
             if proc.is_alive():

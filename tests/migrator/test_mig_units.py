@@ -26,6 +26,19 @@ def test_ids_are_stable_per_key_and_time_prefixed():
     assert IdFactory().make(1, "k", "x") != IdFactory().make(1, "k", "x")  # fresh random key per run
 
 
+def test_id_random_bits_are_keyed_blake2b_of_kind_and_natural_key():
+    import hashlib
+
+    key = bytes(range(32))
+    x = IdFactory(key).make(7, "user_emails", "@a:example.org", "email", "a@example.org")
+    mac = hashlib.blake2b(b"user_emails\x00@a:example.org\x1femail\x1fa@example.org", key=key, digest_size=10)
+    assert x.int == (7 << 80) | int.from_bytes(mac.digest(), "big")
+    # the 0x00 after the kind keeps kinds apart even when kind + key spell the same bytes
+    assert IdFactory(key).make(0, "user", "sx") != IdFactory(key).make(0, "users", "x")
+    # keys longer than BLAKE2b's 64 bytes are accepted (hashed down), and still matter
+    assert IdFactory(b"a" * 100).make(0, "users", "x") != IdFactory(b"b" * 100).make(0, "users", "x")
+
+
 def test_provider_uuid_accepts_ulid_and_uuid():
     u = provider_uuid("01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert u == uuid.UUID("01563e3a-b5d3-d676-4c61-efb99302bd5b")
