@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import multiprocessing
 import os
+import pickle
 import resource
 import signal
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -159,6 +161,38 @@ def _die_with_parent() -> None:
         pass
 
 
+# A worker is a fresh interpreter started with this code (not multiprocessing's spawn, which would
+# re-run the caller's main script in every worker); its settings arrive pickled on standard input.
+_WORKER_CODE = "import sys; from migrator.parallel import worker_process; worker_process(int(sys.argv[1]))"
+
+
+def start_worker(settings: WorkerSettings, part: int) -> tuple[subprocess.Popen, Connection]:
+    """Start worker ``part``; returns the process and the pipe its messages arrive on."""
+    read_fd, write_fd = os.pipe()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # import the very same modules
+    quiet = not os.environ.get("SYN2MAS_DEBUG")  # a worker reports failures as messages, never tracebacks
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE, str(write_fd)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quiet else None,
+                                pass_fds=(write_fd,), env=env)
+    finally:
+        os.close(write_fd)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(pickle.dumps((settings, part)))  # secrets travel by pipe, never argv or environment
+        proc.stdin.close()
+    except OSError:
+        pass  # it died at once: its pipe ends and the main loop reports it
+    return proc, Connection(read_fd, writable=False)
+
+
+def worker_process(fd: int) -> None:
+    """The worker interpreter's entry point: read the settings, run, report through pipe ``fd``."""
+    settings, part = pickle.load(sys.stdin.buffer)
+    worker_main(settings, part, Connection(fd, readable=False))
+
+
 def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
     """Entry point of worker ``part``: run the phases on its users, send rows, counts and samples."""
     _die_with_parent()
@@ -246,19 +280,14 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
     conninfo, password = source.conninfo()
     full = WorkerSettings(conninfo=conninfo, password=password, snapshot=source.export_snapshot(),
                           user_columns=source.user_columns(), parts=workers, **settings)
-    ctx = multiprocessing.get_context("spawn")  # never fork a process holding database connections
-    procs: list[Any] = []
+    procs: list[subprocess.Popen] = []
     pipes: dict[Connection, int] = {}
     board = PhaseBoard(progress, workers)
     samples: dict[str, Any] = {}
     peaks: list[int] = []
     try:
         for part in range(workers):
-            receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=worker_main, args=(full, part, send), name=f"syn2mas-worker-{part}",
-                               daemon=True)
-            proc.start()
-            send.close()
+            proc, receive = start_worker(full, part)
             procs.append(proc)
             pipes[receive] = part
         while pipes:
@@ -287,15 +316,15 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
                 elif kind == "error":
                     raise DatabaseError(message[1], hint=message[2])
         for proc in procs:
-            proc.join()
+            proc.wait()
         sampler.adopt(samples)
         log.info("parallel workers finished; peak memory per worker: %s MiB",
                  ", ".join(f"{kib / 1024:.0f}" for kib in sorted(peaks)))
     finally:
         for proc in procs:
-            if proc.is_alive():
+            if proc.poll() is None:
                 proc.kill()
-                proc.join()
+                proc.wait()
         for pipe in pipes:
             pipe.close()
 

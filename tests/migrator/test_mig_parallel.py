@@ -8,6 +8,7 @@ MAS row must be equal.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import psycopg
 import pytest
@@ -144,3 +145,25 @@ def test_samples_merged_from_workers_are_the_serial_sample():
     merged = Sampler(10, seed=7)
     merged.adopt(partial)
     assert set(merged.users) == set(serial.users) and len(merged.users) == 10
+
+
+def test_workers_do_not_rerun_the_callers_script(tmp_path, synapse_db, mas_db):
+    """A script calling migrate() at top level (no `if __name__ == "__main__"`) runs once, not once per worker."""
+    import subprocess
+    import sys
+
+    execute(synapse_db, demo_inserts())
+    add_provider(mas_db, DEMO_PROVIDER)
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "embed.py"
+    script.write_text(
+        "from migrator.run import MigrateOptions, migrate\n"
+        f"open({str(marker)!r}, 'a').write('run\\n')\n"
+        f"report = migrate({synapse_db!r}, {mas_db!r}, {{'oidc-dex': {DEMO_PROVIDER!r}}}, "
+        "MigrateOptions(server_name='demo.example', workers=2))\n"
+        "print(report.entities['users'].migrated)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": ":".join(sys.path)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert marker.read_text() == "run\n"
+    assert int(res.stdout.strip()) == rows(mas_db, "SELECT count(*) FROM users")[0][0] > 0
