@@ -37,26 +37,35 @@ USER_COLS = ("u.name IS NOT NULL, u.creation_ts, u.admin, u.is_guest, u.deactiva
 
 # Access tokens that end up migrated with a device session, and the resulting session time (§5.2).
 # superseded: refresh tokens whose access token was already used (so their predecessor is superseded).
-# device_tokens: non-puppet device tokens with their pairing facts; max_id is the highest access-token
-#   id pairing with the same refresh token, user and device (one pair per refresh token, §3 phase 5).
+# refresh_kept: non-puppet device tokens with a refresh token, with their pairing facts; max_id is the
+#   highest access-token id pairing with the same refresh token, user and device (one pair per refresh
+#   token, §3 phase 5). The window runs over these tokens only, not over every token: the others form
+#   their own partitions (refresh_token_id NULL) and all count.
 # device_times: per device, the earliest created_at among the tokens phases 4 and 5 migrate.
 # Only equi-joins on single keys and window/aggregate passes: plans stay hash/sort based at any size.
 _CTES = """
 WITH superseded AS (
     SELECT DISTINCT refresh_token_id AS rid FROM access_tokens
     WHERE used IS TRUE AND refresh_token_id IS NOT NULL
-), device_tokens AS (
-    SELECT a.user_id, a.device_id, a.id, a.last_validated, a.refresh_token_id,
-           r.id AS rid, s.rid AS superseded_rid,
+), refresh_kept AS (
+    SELECT a.user_id, a.device_id, a.id, a.last_validated, r.id AS rid, s.rid AS superseded_rid,
            MAX(a.id) OVER (PARTITION BY a.refresh_token_id, a.user_id, a.device_id) AS max_id
     FROM access_tokens a
     LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id AND r.user_id = a.user_id AND r.device_id = a.device_id
     LEFT JOIN superseded s ON s.rid = r.next_token_id
-    WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL /* partition: a.user_id */
+    WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL AND a.refresh_token_id IS NOT NULL
+      /* partition: a.user_id */
 ), device_times AS (
-    SELECT user_id, device_id, MIN(COALESCE(last_validated, :run_start)) AS first_ms
-    FROM device_tokens
-    WHERE refresh_token_id IS NULL OR (rid IS NOT NULL AND superseded_rid IS NULL AND id = max_id)
+    SELECT user_id, device_id, MIN(first_ms) AS first_ms FROM (
+        SELECT a.user_id, a.device_id, COALESCE(a.last_validated, :run_start) AS first_ms
+        FROM access_tokens a
+        WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL AND a.refresh_token_id IS NULL
+          /* partition: a.user_id */
+        UNION ALL
+        SELECT k.user_id, k.device_id, COALESCE(k.last_validated, :run_start)
+        FROM refresh_kept k
+        WHERE k.rid IS NOT NULL AND k.superseded_rid IS NULL AND k.id = k.max_id
+    ) t
     GROUP BY user_id, device_id
 )
 """
