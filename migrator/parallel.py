@@ -202,7 +202,8 @@ def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
             conn = psycopg.connect(settings.conninfo, password=settings.password, autocommit=True)
         except psycopg.Error as exc:
             raise DatabaseError(f"a parallel worker cannot connect to the Synapse database: "
-                                f"{str(exc).strip().splitlines()[0]}") from None
+                                f"{str(exc).strip().splitlines()[0]}",
+                                hint="allow more connections, or run with --workers 1") from None
         with conn:
             source = PostgresSource(conn, snapshot=settings.snapshot)
             source._user_cols = settings.user_columns
@@ -278,7 +279,12 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
     every worker is stopped and the error raised: the caller rolls the MAS transaction back.
     """
     conninfo, password = source.conninfo()
-    full = WorkerSettings(conninfo=conninfo, password=password, snapshot=source.export_snapshot(),
+    try:
+        snapshot = source.export_snapshot()
+    except DatabaseError as exc:
+        raise DatabaseError(f"{exc.message} (exporting the snapshot for parallel workers)",
+                            hint="run with --workers 1") from None
+    full = WorkerSettings(conninfo=conninfo, password=password, snapshot=snapshot,
                           user_columns=source.user_columns(), parts=workers, **settings)
     procs: list[subprocess.Popen] = []
     pipes: dict[Connection, int] = {}

@@ -53,12 +53,12 @@ def test_parallel_run_writes_exactly_the_serial_rows(synapse_db, mas_db, fresh_m
     assert sum(len(v) for v in parallel_rows.values()) > 20
 
 
-def _run_demo(synapse_uri: str, mas_uri: str, mapping: dict, workers: int):
+def _run_demo(synapse_uri: str, mas_uri: str, mapping: dict, workers: int, **opts):
     from migrator.run import MigrateOptions, migrate
     from mighelpers import KEY, RUN_START
 
     return migrate(synapse_uri, mas_uri, mapping, MigrateOptions(
-        server_name="demo.example", id_key=KEY, run_start=RUN_START, workers=workers, sample_size=3))
+        server_name="demo.example", id_key=KEY, run_start=RUN_START, workers=workers, sample_size=3, **opts))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -167,3 +167,22 @@ def test_workers_do_not_rerun_the_callers_script(tmp_path, synapse_db, mas_db):
     assert res.returncode == 0, res.stderr[-2000:]
     assert marker.read_text() == "run\n"
     assert int(res.stdout.strip()) == rows(mas_db, "SELECT count(*) FROM users")[0][0] > 0
+
+
+def test_a_worker_that_cannot_connect_fails_the_run_with_advice(synapse_db, mas_db):
+    """A role limited to one connection: the workers' connections are refused; nothing is written."""
+    execute(synapse_db, demo_inserts())
+    execute(synapse_db, "DROP ROLE IF EXISTS syn2mas_one_conn; "
+                        "CREATE ROLE syn2mas_one_conn LOGIN CONNECTION LIMIT 1; "
+                        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO syn2mas_one_conn")
+    limited = synapse_db.replace("postgres@", "syn2mas_one_conn@", 1)
+    add_provider(mas_db, DEMO_PROVIDER)
+    before = mas_rows(mas_db)
+    try:
+        with pytest.raises(DatabaseError) as err:
+            _run_demo(limited, mas_db, {"oidc-dex": DEMO_PROVIDER}, workers=2, dry_run=True)
+    finally:
+        execute(synapse_db, "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM syn2mas_one_conn; "
+                            "DROP ROLE syn2mas_one_conn")
+    assert "parallel worker cannot connect" in str(err.value) and "--workers 1" in str(err.value)
+    assert mas_rows(mas_db) == before
