@@ -6,16 +6,12 @@ wrong type is the schema's business (reported by :mod:`engine.masvalidate`), so 
 """
 from __future__ import annotations
 
-import email.policy
+import functools
 import os
 import re
 import stat
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .configdoc import ConfigDoc
 from .findings import Finding
@@ -216,12 +212,31 @@ def _unverifiable(rule: str, path: Path, what: str, reason: str | None) -> Viola
                      "checked", _UNVERIFIABLE_FIX, severity="warning")
 
 
+# The common spellings, which the stdlib parser accepts without defects (a property test holds the two together);
+# anything else goes to the parser, whose import costs `lint` ~20 ms.
+_DOT_ATOM = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_MAILBOX = re.compile(rf"[A-Za-z0-9]+(?: [A-Za-z0-9]+)* <{_DOT_ATOM}>|{_DOT_ATOM}")
+
+
+@functools.lru_cache(maxsize=None)
+def _header_factory():
+    """``email.policy.default.header_factory`` (a default ``HeaderRegistry``), imported on first use."""
+    from email.headerregistry import HeaderRegistry
+
+    return HeaderRegistry()
+
+
 def is_valid_mailbox(text: str) -> bool:
     """One RFC 5322 mailbox with an optional display name (``Name <local@domain>`` or ``local@domain``)."""
     if not text.strip() or "\r" in text or "\n" in text:
         return False
+    return _PLAIN_MAILBOX.fullmatch(text) is not None or _parses_as_mailbox(text)
+
+
+def _parses_as_mailbox(text: str) -> bool:
+    """The stdlib parser's verdict: one mailbox, no defects, no group syntax, a local part and a domain."""
     try:
-        header = email.policy.default.header_factory("from", text)
+        header = _header_factory()("from", text)
     except Exception:  # the stdlib parser raises assorted errors (even IndexError) on malformed input
         return False
     if header.defects or len(header.groups) != 1 or header.groups[0].display_name is not None:
@@ -278,10 +293,34 @@ _pair_rule("MAS-K2", ("secrets",), "password", "password_file", items="keys",
            fix="Keep only one of `password` or `password_file` for this key.")
 
 
+@functools.lru_cache(maxsize=None)
+def key_loaders() -> tuple[Callable, Callable, type, type]:
+    """``(load_pem_private_key, load_der_private_key, RSA private key type, UnsupportedAlgorithm)``.
+
+    Imported on first use, and from cryptography's Rust bindings, which its public `serialization` module
+    re-exports: that module also imports the SSH and cipher code, ~20 ms of `lint` that key loading does not
+    need. A release that moves them falls back to the public names (a test checks they are the same).
+    """
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        from cryptography.hazmat.bindings._rust import openssl as rust
+
+        return (rust.keys.load_pem_private_key, rust.keys.load_der_private_key, rust.rsa.RSAPrivateKey,
+                UnsupportedAlgorithm)
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the cryptography release
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        return (serialization.load_pem_private_key, serialization.load_der_private_key, rsa.RSAPrivateKey,
+                UnsupportedAlgorithm)
+
+
 def key_kind(data: bytes, password: bytes | None) -> str:
     """``rsa``, ``other`` (a readable non-RSA key), ``invalid`` or ``locked`` (encrypted, no usable password)."""
+    load_pem, load_der, rsa_private_key, UnsupportedAlgorithm = key_loaders()
     label = re.match(rb"\s*-----BEGIN ([A-Z0-9 ]+)-----", data)
-    load = serialization.load_pem_private_key if label else serialization.load_der_private_key
+    load = load_pem if label else load_der
     for attempt in ([password, None] if password is not None else [None]):
         try:
             # Only the key type matters here; skipping RSA's consistency checks makes this ~100x faster.
@@ -292,7 +331,7 @@ def key_kind(data: bytes, password: bytes | None) -> str:
             if attempt is not None:
                 continue  # a wrong password; the key may still turn out not to be encrypted
             return "invalid"
-        return "rsa" if isinstance(key, rsa.RSAPrivateKey) else "other"
+        return "rsa" if isinstance(key, rsa_private_key) else "other"
     # Encrypted and no usable password: the PKCS#1 label still tells the algorithm.
     return "rsa" if label and label.group(1) == b"RSA PRIVATE KEY" else "locked"
 

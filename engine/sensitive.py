@@ -17,13 +17,23 @@ _MIN_SECRET_LEN = 4
 @functools.lru_cache(maxsize=None)
 def sensitive_paths(side: str, rules_dir: str | None = None) -> tuple[str, ...]:
     """Patterns from rules/sensitive.yaml for ``side`` (``synapse`` or ``mas``)."""
-    path = os.path.join(rules_dir or default_rules_dir(), "sensitive.yaml")
-    data = load_yaml_file(path, (1, 2)).data or {}
+    data = _sensitive_file(os.path.join(rules_dir or default_rules_dir(), "sensitive.yaml"))
     return tuple(data.get(side) or ())
 
 
+@functools.lru_cache(maxsize=None)
+def _sensitive_file(path: str) -> dict:
+    # Parsed once for both sides: YAML parsing is a visible part of `lint`'s start-up.
+    return load_yaml_file(path, (1, 2)).data or {}
+
+
+@functools.lru_cache(maxsize=None)
+def _parts(pattern: str) -> tuple[str, ...]:
+    return tuple(re.findall(r"\[\]|[^.\[\]]+", pattern))
+
+
 def _matches(pattern: str, path: tuple) -> bool:
-    parts = re.findall(r"\[\]|[^.\[\]]+", pattern)
+    parts = _parts(pattern)
     if len(parts) != len(path):
         return False
     for want, got in zip(parts, path):

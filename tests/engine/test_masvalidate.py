@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from engine.configdoc import ConfigDoc, load_mas_config
 from engine.errors import ConfigError
-from engine.masrules import RULES, key_kind, rule_findings, rule_table
+from engine.masrules import _PLAIN_MAILBOX, RULES, _parses_as_mailbox, key_kind, key_loaders, rule_findings, rule_table
 from engine.masvalidate import RULE_ID, format_checker, is_valid_mailbox, looks_like_key_name, validate_mas_config
 from translator.fresh import fresh_mas_config
 from translator.randomness import Entropy
@@ -625,6 +625,12 @@ def test_mailbox_parsing(text, valid):
     assert is_valid_mailbox(text) is valid
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(_PLAIN_MAILBOX, fullmatch=True))
+def test_plain_mailboxes_accepted_without_the_parser_are_accepted_by_it(text):
+    assert _parses_as_mailbox(text)
+
+
 @pytest.mark.parametrize("fmt,value,valid", [
     ("uri", "postgresql://", True), ("uri", "http://[::]:8080/", True), ("uri", "https://a.example/p?q=1#f", True),
     ("uri", "no-scheme", False), ("uri", "http://exa mple/", False), ("uri", "http://[::1/", False),
@@ -647,6 +653,15 @@ def test_format_checker(fmt, value, valid):
         "password_for_plain_key", "bad_pem", "bad_der"])
 def test_key_kind(data, password, kind):
     assert key_kind(data, password) == kind
+
+
+def test_key_loaders_are_the_public_cryptography_functions():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    load_pem, load_der, rsa_private_key, _ = key_loaders()
+    assert (load_pem, load_der) == (serialization.load_pem_private_key, serialization.load_der_private_key)
+    assert issubclass(rsa_private_key, rsa.RSAPrivateKey)
 
 
 # ---------------------------------------------------------------- properties: no secret in messages, no crash
