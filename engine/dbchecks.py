@@ -2,7 +2,9 @@
 
 Each database is read inside the single read-only transaction its :class:`~engine.dbhandles.DbHandle`
 is already in: ``check`` opens it, ``migrate`` passes the very connection it then migrates from, so the
-checks see exactly the data that is migrated (data-migration.md 2.2).
+checks see exactly the data that is migrated (data-migration.md 2.2). On PostgreSQL the Synapse rule
+queries run side by side on clones of that handle, which import its snapshot (:class:`_Prefetch`);
+rules are still evaluated one after the other, in the same order, on the rows fetched.
 
 Expression data of a rule (for ``for_each``, ``when``, ``vars``, ``downgrade``, and the message):
 
@@ -14,8 +16,12 @@ Expression data of a rule (for ``for_each``, ``when``, ``vars``, ``downgrade``, 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import sqlite3
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +31,7 @@ from .checks import CheckRule, SkippedRule, Variant, load_check_rules
 from .dbfacts import DbFacts
 from .dbhandles import LABEL, DbHandle
 from .dbpredicates import PREDICATES
-from .dbquery import SAMPLE_LIMIT, load_query
+from .dbquery import SAMPLE_LIMIT, QueryText, load_query
 from .errors import DatabaseError, RuleFileError
 from .expr import evaluate, holds
 from .findings import Finding
@@ -37,6 +43,10 @@ DATABASES = ("synapse", "mas")
 # Commands that run database rules when a rule does not restrict them (checks.md 5).
 ALL_MODES = ("check", "dry-run", "migrate")
 SCHEMA_RULE = "mas-schema-missing"
+# Extra connections that run Synapse rule queries side by side (each query is one server process); the
+# handle given by the caller runs none of them, so its transaction is never touched by a failure.
+PARALLEL_QUERIES = 3
+_LINKED = "queries/linked-auth-providers.sql"
 
 
 @dataclass
@@ -87,13 +97,21 @@ class _Runner:
     def base(self) -> dict[str, Any]:
         return {"params": self.facts.params(), "flags": self.facts.flags()}
 
-    def data_for(self, rule: CheckRule, handle: DbHandle) -> dict[str, Any]:
-        data = self.base()
+    def query_of(self, rule: CheckRule, handle: DbHandle) -> tuple[QueryText, dict[str, Any]] | None:
+        """The rule's SQL and parameters (None: the rule has no query)."""
         query = rule.raw.get("query")
+        if not query:
+            return None
+        text = load_query(self.checks_dir, query, handle.dialect)
+        return text, dict(self.facts.params(), **(rule.raw.get("args") or {}))
+
+    def data_for(self, rule: CheckRule, handle: DbHandle, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Expression data of ``rule``; ``rows`` are its query's rows when they were fetched already."""
+        data = self.base()
+        query = self.query_of(rule, handle)
         if query:
-            text = load_query(self.checks_dir, query, handle.dialect)
-            params = dict(data["params"], **(rule.raw.get("args") or {}))
-            data.update(_shape(handle.query(text, params), text.detail))
+            text, params = query
+            data.update(_shape(handle.query(text, params) if rows is None else rows, text.detail))
         name = rule.raw.get("predicate")
         if name:
             if name not in PREDICATES:
@@ -137,7 +155,7 @@ class _Runner:
             count=_int_or_none(source.get("count")), samples=_samples(source.get("samples")),
             details={"variant": variant.name} if variant.name else {})
 
-    def run_rule(self, rule: CheckRule, handle: DbHandle) -> list[Finding]:
+    def run_rule(self, rule: CheckRule, handle: DbHandle, rows: list[dict[str, Any]] | None = None) -> list[Finding]:
         if handle.database == "mas":
             # A failing statement on MAS means "not (fully) a MAS database" (data-migration.md 10.1); the
             # savepoint keeps the transaction usable for the remaining rules.
@@ -148,7 +166,7 @@ class _Runner:
                 return [self.schema_failure(rule, handle, exc)]
             return self.evaluate(rule, handle, data)
         try:
-            data = self.data_for(rule, handle)
+            data = self.data_for(rule, handle, rows)
         except (psycopg.Error, sqlite3.Error) as exc:
             raise DatabaseError(
                 f"database rule `{rule.id}` failed on the {LABEL[handle.database]}: {_first_line(exc)}",
@@ -184,13 +202,67 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _linked_providers(handle: DbHandle, checks_dir: str) -> list[str]:
+def _linked_providers(handle: DbHandle, checks_dir: str, rows: list[dict[str, Any]] | None = None) -> list[str]:
     """Synapse provider ids that links of migrated users use (feeds `mas-provider-not-synced`)."""
-    try:
-        rows = handle.query(load_query(checks_dir, "queries/linked-auth-providers.sql", handle.dialect))
-    except (psycopg.Error, sqlite3.Error) as exc:
-        raise DatabaseError(f"reading the providers of `user_external_ids` failed: {_first_line(exc)}") from None
+    if rows is None:
+        try:
+            rows = handle.query(load_query(checks_dir, _LINKED, handle.dialect))
+        except (psycopg.Error, sqlite3.Error) as exc:
+            raise DatabaseError(f"reading the providers of `user_external_ids` failed: {_first_line(exc)}") from None
     return sorted(str(r["auth_provider"]) for r in rows)
+
+
+class _Prefetch:
+    """Rows of Synapse queries, fetched side by side on clones of the handle (one snapshot, see
+    :meth:`DbHandle.clones`): one thread per clone takes the queries in submission order.
+
+    :meth:`rows` waits for a query's rows; it returns None when the query was not submitted or failed on
+    its clone, and the caller then runs the query on its own handle as a serial run would, so errors
+    surface exactly as before. A failed statement is rolled back to a savepoint, so its clone stays
+    usable. Without clones (SQLite, or none could be opened) nothing is submitted.
+    """
+
+    def __init__(self, handle: DbHandle, count: int):
+        self.clones = handle.clones(count)
+        self._idle: queue.SimpleQueue[DbHandle] = queue.SimpleQueue()
+        for clone in self.clones:
+            clone.tune()
+            self._idle.put(clone)
+        self._local = threading.local()
+        self._pool = (ThreadPoolExecutor(max_workers=len(self.clones), initializer=self._bind)
+                      if self.clones else None)
+        self._futures: dict[str, Future] = {}
+
+    def _bind(self) -> None:
+        self._local.clone = self._idle.get_nowait()
+
+    def submit(self, key: str, text: str, params: dict[str, Any] | None = None) -> None:
+        if self._pool is not None:
+            self._futures[key] = self._pool.submit(self._fetch, text, params)
+
+    def _fetch(self, text: str, params: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+        clone: DbHandle = self._local.clone
+        try:
+            with clone.savepoint():
+                return clone.query(text, params)
+        except Exception:  # noqa: BLE001 - re-run on the caller's handle, which reports it
+            return None
+
+    def rows(self, key: str) -> list[dict[str, Any]] | None:
+        future = self._futures.pop(key, None)
+        return future.result() if future is not None else None
+
+    def close(self) -> None:
+        """Close the clones; queries nobody waited for (a rule failed first) are cancelled on the server."""
+        if self._pool is not None:
+            running = [f for f in self._futures.values() if not f.cancel() and not f.done()]
+            if running:
+                for clone in self.clones:
+                    with contextlib.suppress(psycopg.Error):
+                        clone.conn.cancel()
+            self._pool.shutdown(wait=True)
+        for clone in self.clones:
+            clone.close()
 
 
 def run_database_checks(facts: DbFacts, *, synapse: DbHandle | None = None, mas: DbHandle | None = None,
@@ -216,20 +288,58 @@ def run_database_checks(facts: DbFacts, *, synapse: DbHandle | None = None, mas:
         predicate = PREDICATES.get(rule.raw.get("predicate", ""))
         return (DATABASES.index(rule_database(rule)), 0 if predicate and predicate.before_snapshot else 1)
 
-    linked_read = False
-    for rule in sorted(selected, key=order):
-        database = rule_database(rule)
-        handle = handles.get(database)
-        if handle is None:
-            reason = (unavailable or {}).get(database, f"no {LABEL[database]} given")
-            result.skipped.append(SkippedRule(rule.id, reason))
-            continue
+    def before_snapshot(rule: CheckRule) -> bool:
         predicate = PREDICATES.get(rule.raw.get("predicate", ""))
-        if not (predicate and predicate.before_snapshot):
-            handle.tune()
-        if database == "mas" and not linked_read and "synapse" in handles:
-            facts.linked_providers = _linked_providers(handles["synapse"], checks_dir)
-            linked_read = True
-        result.findings.extend(runner.run_rule(rule, handle))
-        result.ran.append(rule.id)
+        return bool(predicate and predicate.before_snapshot)
+
+    ordered = sorted(selected, key=order)
+    reads_linked = "synapse" in handles and any(rule_database(r) == "mas" for r in ordered) and "mas" in handles
+    prefetch: _Prefetch | None = None
+    linked_read = False
+    try:
+        for rule in ordered:
+            database = rule_database(rule)
+            handle = handles.get(database)
+            if handle is None:
+                reason = (unavailable or {}).get(database, f"no {LABEL[database]} given")
+                result.skipped.append(SkippedRule(rule.id, reason))
+                continue
+            if not before_snapshot(rule):
+                handle.tune()
+            if database == "synapse" and prefetch is None and not before_snapshot(rule):
+                # After the lock-taking predicates: clones import the snapshot those locks protect.
+                prefetch = _start_prefetch(runner, handle, [r for r in ordered if rule_database(r) == "synapse"
+                                                            and not before_snapshot(r)], reads_linked)
+            if database == "mas" and not linked_read and "synapse" in handles:
+                rows = prefetch.rows(_LINKED) if prefetch else None
+                facts.linked_providers = _linked_providers(handles["synapse"], checks_dir, rows)
+                linked_read = True
+            rows = prefetch.rows(rule.id) if prefetch and database == "synapse" else None
+            result.findings.extend(runner.run_rule(rule, handle, rows))
+            result.ran.append(rule.id)
+    finally:
+        if prefetch is not None:
+            prefetch.close()
     return result
+
+
+def _start_prefetch(runner: _Runner, handle: DbHandle, rules: list[CheckRule], linked: bool) -> _Prefetch:
+    """Submit the queries of ``rules`` (and the linked providers' when ``linked``) to clones of ``handle``,
+    the costliest first (``-- cost:`` hints, then catalogue order), so that the longest ones do not
+    start last and keep the run waiting for them alone."""
+    prefetch = _Prefetch(handle, PARALLEL_QUERIES if len(rules) + linked > 1 else 0)
+    if not prefetch.clones:
+        return prefetch
+    queries: list[tuple[str, QueryText, dict[str, Any] | None]] = []
+    for rule in rules:
+        try:
+            query = runner.query_of(rule, handle)
+        except RuleFileError:
+            continue  # the serial run reports it at this rule's turn
+        if query:
+            queries.append((rule.id, *query))
+    if linked:
+        queries.append((_LINKED, load_query(runner.checks_dir, _LINKED, handle.dialect), None))
+    for key, text, params in sorted(queries, key=lambda q: -q[1].cost):
+        prefetch.submit(key, text, params)
+    return prefetch

@@ -2,7 +2,8 @@
 
 A :class:`DbHandle` wraps a connection that is already inside its single read-only transaction (the
 migrator's :mod:`migrator.source` opens Synapse that way), adds the location findings point at, and
-fetches rows as dictionaries.
+fetches rows as dictionaries. :meth:`DbHandle.clones` opens more connections on a PostgreSQL Synapse
+database in the very same snapshot, so that rule queries can run side by side.
 """
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrator.source import PostgresSource, SynapseSource
+import psycopg
+from psycopg import sql as pgsql
+
+from migrator.source import SYNAPSE_TABLES, PostgresSource, SynapseSource
 
 from .dbquery import expand_lists, plain, used_params
+from .errors import Syn2MasError
 from .locations import Location
 
 # Synapse's `database` section and MAS's: database findings point there (checks.md 1.3).
 LOGICAL_PREFIX = {"synapse": "synapse-db", "mas": "mas-db"}
 LABEL = {"synapse": "Synapse database", "mas": "MAS database"}
+
+# work_mem of the check transactions unless the server's is larger: the hashes of the largest rule
+# queries (a million flagged devices, say) then stay in memory instead of spilling to disk.
+WORK_MEM = "64MB"
 
 
 @dataclass
@@ -39,7 +48,7 @@ class DbHandle:
         """Wrap the migrator's open Synapse source (its transaction and locks stay the migrator's)."""
         handle = cls("synapse", source.kind, source.conn, location, source)
         if source.kind == "sqlite":
-            source.conn.create_function("regexp_match", 2, regexp_match, deterministic=True)
+            source.conn.create_function("textregexeq", 2, textregexeq, deterministic=True)
         return handle
 
     @classmethod
@@ -57,13 +66,52 @@ class DbHandle:
 
         The planner overestimates these one-off aggregate queries on large tables, and PostgreSQL then
         spends longer JIT-compiling them than running them (measured: 6.6 s of 8 s at 100k users).
-        Called after any table locks: SET takes no snapshot, but locks must come first anyway.
+        ``work_mem`` is raised to :data:`WORK_MEM`, never lowered (the migrator's transaction may have
+        set more). Called after any table locks: the statement takes the snapshot if none exists yet.
         """
         if self.dialect == "postgresql" and not self._tuned:
             self.conn.execute("SET LOCAL jit = off")
-            # Sorting a million token keys in the default 4 MB spills to disk; 32 MB per sort is modest.
-            self.conn.execute("SET LOCAL work_mem = '32MB'")
+            self.conn.execute("SELECT set_config('work_mem', %(mem)s, true) "
+                              "WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%(mem)s)",
+                              {"mem": WORK_MEM})
         self._tuned = True
+
+    def clones(self, count: int) -> list["DbHandle"]:
+        """Up to ``count`` more handles that read exactly this handle's snapshot (PostgreSQL Synapse only).
+
+        Each opens a connection like the source's, imports the snapshot this transaction exports
+        (REPEATABLE READ may import a SERIALIZABLE snapshot) and takes ACCESS SHARE locks on the six
+        tables with NOWAIT: a clone must never queue behind another session's lock request, which
+        would itself wait for this transaction. Any failure only means fewer clones (the queries then
+        run on this handle); callers close them with :meth:`close`.
+        """
+        source = self.source
+        if not isinstance(source, PostgresSource) or count < 1:
+            return []
+        try:
+            snapshot = source.export_snapshot()
+            conninfo, password = source.conninfo()
+        except Syn2MasError:
+            return []
+        out: list[DbHandle] = []
+        for _ in range(count):
+            conn = None
+            try:
+                conn = psycopg.connect(conninfo, password=password, autocommit=True, connect_timeout=10)
+                clone = PostgresSource(conn, snapshot=snapshot)
+                for table in SYNAPSE_TABLES:
+                    conn.execute(pgsql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(pgsql.Identifier(table)))
+            except psycopg.Error:
+                if conn is not None:
+                    conn.close()
+                break
+            out.append(DbHandle(self.database, self.dialect, conn, self.location, clone))
+        return out
+
+    def close(self) -> None:
+        """End a clone's transaction and close its connection (never called on the handles callers pass)."""
+        if self.source is not None:
+            self.source.close()
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run one read-only statement and return its rows as dictionaries of plain values."""
@@ -75,12 +123,24 @@ class DbHandle:
             rows = cur.fetchall()
             cur.close()
         else:
+            switches = getattr(sql, "planner", ())
             with self.conn.cursor() as cur:
+                previous = self._switch(cur, switches)
                 # Same `:name` → `%(name)s` conversion as the migrator's Synapse reader.
                 cur.execute(PostgresSource._convert(text), values)
                 names = [d.name for d in cur.description or ()]
                 rows = cur.fetchall()
+                self._switch(cur, previous)
         return [{n: plain(v) for n, v in zip(names, row)} for row in rows]
+
+    @staticmethod
+    def _switch(cur: Any, switches: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """Set planner switches for the rest of the transaction; returns their previous values."""
+        previous = []
+        for name, value in switches:
+            cur.execute("SELECT current_setting(%(n)s), set_config(%(n)s, %(v)s, true)", {"n": name, "v": value})
+            previous.append((name, str(cur.fetchone()[0])))
+        return tuple(previous)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -97,12 +157,11 @@ class DbHandle:
         self.conn.execute(f"RELEASE SAVEPOINT {name}")
 
 
-def regexp_match(value: Any, pattern: Any) -> str | None:
-    """PostgreSQL's ``regexp_match(string, pattern)`` for SQLite: the first match, or NULL when none.
+def textregexeq(value: Any, pattern: Any) -> int | None:
+    """PostgreSQL's ``textregexeq(string, pattern)`` (the function of ``string ~ pattern``) for SQLite.
 
-    PostgreSQL returns the match as an array; rules only test ``IS NULL``, so the text is enough.
+    1 when the pattern matches anywhere in the string, 0 when not, NULL when either is NULL (strict).
     """
     if value is None or pattern is None:
         return None
-    found = re.search(str(pattern), str(value))
-    return found.group(0) if found else None
+    return 1 if re.search(str(pattern), str(value)) else 0

@@ -12,7 +12,14 @@ Conventions:
 * a file containing the line ``-- shape: detail`` returns one row per finding detail with the columns
   ``grp`` (group key, ``''`` when ungrouped), ``sample`` (an identifier) and ``unit`` (what is counted;
   NULL counts rows). The engine wraps it so that the database returns exact counts per group and at
-  most 20 sorted samples per group, never the whole detail relation.
+  most 20 sorted samples per group, never the whole detail relation;
+* a line ``-- planner: enable_hashjoin=off`` (PostgreSQL planner switches ``enable_*`` only, comma
+  separated) applies to that statement alone: :meth:`~engine.dbhandles.DbHandle.query` sets them for the
+  statement and restores them after it. For plans the planner misjudges (merge joins on indexes that it
+  believes dearer than hashing a million rows);
+* a line ``-- cost: N`` is a scheduling hint: roughly the CPU seconds the statement takes per million
+  Synapse users. Queries that run side by side start in decreasing cost, so that the longest do not
+  start last (the planner's own estimates misjudge the large hash joins); no line means 0.
 """
 from __future__ import annotations
 
@@ -26,6 +33,9 @@ from .errors import RuleFileError
 SAMPLE_LIMIT = 20
 _INCLUDE = re.compile(r"/\*\s*include:\s*([A-Za-z0-9_-]+)\s*\*/")
 _DETAIL = re.compile(r"^--\s*shape:\s*detail\s*$", re.M)
+_PLANNER = re.compile(r"^--\s*planner:(.*)$", re.M)
+_SWITCH = re.compile(r"^(enable_[a-z_]+)\s*=\s*(on|off)$")
+_COST = re.compile(r"^--\s*cost:\s*(\d+(?:\.\d+)?)\s*$", re.M)
 
 # Counts and samples are computed in the database: count per group (distinct `unit`, or rows when
 # `unit` is NULL), the first SAMPLE_LIMIT distinct samples per group in byte order. A group's samples
@@ -47,9 +57,12 @@ ORDER BY c.grp, r.sample"""
 
 
 class QueryText(str):
-    """SQL text ready to bind; ``detail`` tells whether it returns the wrapped detail shape."""
+    """SQL text ready to bind; ``detail`` tells whether it returns the wrapped detail shape, ``planner``
+    holds the statement's planner switches as (name, value) pairs, ``cost`` its scheduling hint."""
 
     detail: bool = False
+    planner: tuple[tuple[str, str], ...] = ()
+    cost: float = 0.0
 
 
 def _read(path: str) -> str:
@@ -85,7 +98,21 @@ def load_query(checks_dir: str, rel: str, dialect: str) -> QueryText:
         body = _DETAIL_WRAPPER.format(query=_strip(body), limit=SAMPLE_LIMIT)
     out = QueryText(_strip(body))
     out.detail = detail
+    out.planner = _planner_switches(text, path)
+    cost = _COST.search(text)
+    out.cost = float(cost.group(1)) if cost else 0.0
     return out
+
+
+def _planner_switches(text: str, path: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for line in _PLANNER.findall(text):
+        for item in filter(None, (part.strip() for part in line.split(","))):
+            match = _SWITCH.match(item)
+            if not match:
+                raise RuleFileError(f"`-- planner:` takes `enable_<name>=on|off` items, not `{item}`", file=path)
+            out.append((match.group(1), match.group(2)))
+    return tuple(out)
 
 
 def expand_lists(sql: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Database rules against real databases: read-only guarantees, locks, skipping, the migrate hook.
+"""Database rules against real databases: read-only guarantees, locks, skipping, the migrate hook,
+queries side by side on clones of the snapshot.
 
 The per-rule behaviour is covered by the YAML cases in tests/rules/checks/database-*.yaml; these tests
 cover what the engine promises around them.
@@ -8,16 +9,20 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import threading
+import time
 
 import psycopg
 import pytest
 from psycopg import errors as pgerrors
 
 from engine.configdoc import load_mas_config, load_synapse_config
+from engine import dbchecks
 from engine.dbchecks import database_rules, run_database_checks
 from engine.dbfacts import build_facts
 from engine.dbhandles import DbHandle
 from engine.errors import DatabaseError
+from engine.locations import Location
 from engine.premigrate import MAS_RECHECK_RULES, mas_recheck, synapse_pre_check
 from migrator.guards import MigrationRefused
 from migrator.source import SYNAPSE_TABLES, PostgresSource, open_source
@@ -231,3 +236,182 @@ def test_mas_recheck_on_a_write_connection_reports_what_appeared_since_check(mas
         conn.execute("INSERT INTO users (user_id, username, created_at) VALUES (gen_random_uuid(), 'x', now())")
         assert [f.rule for f in mas_recheck(conn, mas, facts)] == ["mas-database-not-empty"]
         conn.rollback()
+
+
+# ---------------------------------------------------------------- queries side by side (clones)
+
+def _opened_clones(monkeypatch) -> list[int]:
+    """Record how many clones each run opened."""
+    opened: list[int] = []
+    original = DbHandle.clones
+
+    def clones(self, count):
+        out = original(self, count)
+        opened.append(len(out))
+        return out
+
+    monkeypatch.setattr(DbHandle, "clones", clones)
+    return opened
+
+
+def test_clones_read_exactly_the_handles_snapshot_read_only(synapse_db):
+    with psycopg.connect(synapse_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (name) VALUES ('@before:example.org')")
+    with open_source(synapse_db, lock=True) as source:  # its snapshot is taken (schema check)
+        handle = DbHandle.for_synapse(source, Location())
+        with psycopg.connect(synapse_db, autocommit=True) as conn:
+            conn.execute("INSERT INTO users (name) VALUES ('@after:example.org')")
+        clones = handle.clones(2)
+        try:
+            assert len(clones) == 2
+            for clone in clones:
+                assert clone.query("SELECT name FROM users") == [{"name": "@before:example.org"}]
+                assert clone.conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+                assert clone.conn.execute("SHOW transaction_isolation").fetchone()[0] == "repeatable read"
+                assert _locks(synapse_db, clone.conn.info.backend_pid) == {t: "AccessShareLock" for t in SYNAPSE_TABLES}
+                with pytest.raises(pgerrors.ReadOnlySqlTransaction):
+                    clone.conn.execute("INSERT INTO users (name) VALUES ('@mallory:example.org')")
+        finally:
+            for clone in clones:
+                clone.close()
+        assert all(clone.conn.closed for clone in clones)
+
+
+def test_sqlite_has_no_clones(tmp_path):
+    path = str(tmp_path / "homeserver.db")
+    make_sqlite(path, [], {"users": [{"name": "@alice:example.org"}]})
+    with open_source(path, lock=True) as source:
+        assert DbHandle.for_synapse(source, Location()).clones(3) == []
+
+
+def test_clones_never_queue_behind_a_waiting_lock_request(synapse_db, tmp_path):
+    """Another session waits for ACCESS EXCLUSIVE behind the check's own locks: a clone asking for its locks
+    would queue behind it (a deadlock nobody detects), so it gives up at once and the rules run serially."""
+    synapse, mas = configs(tmp_path)
+    with open_source(synapse_db, lock=True) as source:
+        handle = DbHandle.for_synapse(source, synapse.locate("database"))
+        waiter = psycopg.connect(synapse_db, autocommit=True)
+        thread = threading.Thread(target=lambda: _lock_and_release(waiter))
+        thread.start()
+        try:
+            for _ in range(100):
+                with psycopg.connect(synapse_db) as probe:
+                    if probe.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
+                        break
+                time.sleep(0.05)
+            assert handle.clones(2) == []
+            result = run_database_checks(build_facts(synapse, mas), synapse=handle, databases=("synapse",))
+            assert result.ran
+        finally:
+            source.close()
+            thread.join(timeout=30)
+            waiter.close()
+    assert not thread.is_alive()
+
+
+def _lock_and_release(conn) -> None:
+    conn.execute("BEGIN")
+    conn.execute("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+    conn.execute("ROLLBACK")
+
+
+def test_side_by_side_and_serial_runs_find_the_same(pg_server, synapse_db, mas_db, tmp_path, monkeypatch):
+    scale(pg_server, synapse_db, 300)
+    with psycopg.connect(synapse_db, autocommit=True) as conn:  # a few findings beyond the generator's
+        conn.execute("INSERT INTO devices (user_id, device_id) VALUES ('@ghost:example.org', 'PHONE')")
+        conn.execute("INSERT INTO users (name) VALUES ('@Scale_0000001:example.org'), ('@bob:other.org')")
+        conn.execute("INSERT INTO user_threepids VALUES ('@ghost:example.org', 'msisdn', '4477', 1, 1)")
+    synapse, mas = configs(tmp_path)
+    opened = _opened_clones(monkeypatch)
+
+    def run(parallel: int) -> list[tuple]:
+        monkeypatch.setattr(dbchecks, "PARALLEL_QUERIES", parallel)
+        with open_source(synapse_db, lock=True) as source:
+            conn = open_mas(mas_db)
+            try:
+                result = run_database_checks(build_facts(synapse, mas),
+                                             synapse=DbHandle.for_synapse(source, synapse.locate("database")),
+                                             mas=DbHandle.for_mas(conn, mas.locate("database")))
+            finally:
+                conn.close()
+        return [(f.rule, f.severity, f.table, f.provider, f.count, f.samples, f.message) for f in result.findings]
+
+    serial, side_by_side = run(0), run(3)
+    assert opened == [0, 3]
+    assert side_by_side == serial
+    assert {"orphan-rows", "case-colliding-usernames", "foreign-server-users", "guests-in-database",
+            "non-email-threepids", "mas-provider-not-synced"} <= {f[0] for f in serial}
+
+
+def test_a_query_failing_on_a_clone_fails_like_a_serial_run(synapse_db, tmp_path, monkeypatch):
+    with psycopg.connect(synapse_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE user_threepids RENAME COLUMN medium TO kind")
+    synapse, mas = configs(tmp_path)
+    opened = _opened_clones(monkeypatch)
+    pg = PostgresSource(psycopg.connect(synapse_db, autocommit=True))  # bypasses the migrator's schema guard
+    try:
+        with pytest.raises(DatabaseError, match="`non-email-threepids` failed on the Synapse database"):
+            run_database_checks(build_facts(synapse, mas), only={"guests-in-database", "non-email-threepids",
+                                                                  "invalid-emails"},
+                                synapse=DbHandle.for_synapse(pg, synapse.locate("database")))
+        assert opened and opened[0] > 0  # the clone's failure was not reported: the serial re-run's was
+    finally:
+        pg.close()
+
+
+def test_the_migrate_hook_runs_side_by_side_in_the_migrators_snapshot(synapse_db, mas_db, tmp_path, monkeypatch):
+    from migrator.run import MigrateOptions, migrate
+
+    with psycopg.connect(synapse_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (name, creation_ts) VALUES ('@alice:example.org', 1)")
+        conn.execute("INSERT INTO user_threepids VALUES ('@ghost:example.org', 'email', 'g@example.org', 1, 1)")
+    synapse, mas = configs(tmp_path)
+    opened = _opened_clones(monkeypatch)
+    results: list = []
+    hook = synapse_pre_check(synapse, mas, dry_run=False, assume_synapse_stopped=True, results=results)
+    with pytest.raises(MigrationRefused) as refused:
+        migrate(synapse_db, mas_db, {"oidc-dex": PROVIDER},
+                MigrateOptions(server_name="example.org", pre_checks=[hook], assume_synapse_stopped=True))
+    assert [p.check_id for p in refused.value.problems] == ["orphan-rows"]
+    assert "synapse-still-running" in results[0].ran and opened and opened[0] > 0
+
+
+def test_tune_raises_work_mem_and_never_lowers_it(mas_db):
+    with psycopg.connect(mas_db, autocommit=True) as conn:
+        for before, after in (("4MB", "64MB"), ("256MB", "256MB")):
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute(f"SET LOCAL work_mem = '{before}'")
+            DbHandle.for_mas(conn, Location()).tune()
+            assert conn.execute("SHOW work_mem").fetchone()[0] == after
+            assert conn.execute("SHOW jit").fetchone()[0] == "off"
+            conn.execute("ROLLBACK")
+            assert conn.execute("SHOW work_mem").fetchone()[0] == "4MB"  # local to the transaction
+
+
+def test_planner_switches_hold_for_their_statement_only(synapse_db, tmp_path):
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    (queries / "q.sql").write_text("-- planner: enable_seqscan=off, enable_hashjoin=off\n"
+                                   "SELECT current_setting('enable_seqscan') AS s, current_setting('enable_hashjoin') AS h\n")
+    from engine.dbquery import load_query
+
+    text = load_query(str(tmp_path), "queries/q.sql", "postgresql")
+    with open_source(synapse_db, lock=True) as source:
+        handle = DbHandle.for_synapse(source, Location())
+        assert handle.query(text) == [{"s": "off", "h": "off"}]
+        assert handle.query("SELECT current_setting('enable_seqscan') AS s") == [{"s": "on"}]
+
+
+def test_a_clone_keeps_serving_after_a_failed_statement(synapse_db):
+    with open_source(synapse_db, lock=True) as source:
+        prefetch = dbchecks._Prefetch(DbHandle.for_synapse(source, Location()), 1)
+        try:
+            assert len(prefetch.clones) == 1
+            prefetch.submit("bad", "SELECT no_such_column FROM users")
+            prefetch.submit("good", "SELECT count(*) AS n FROM users")
+            assert prefetch.rows("bad") is None  # the caller re-runs it and reports the error
+            assert prefetch.rows("good") == [{"n": 0}]
+            assert prefetch.rows("never-submitted") is None
+        finally:
+            prefetch.close()
+        assert prefetch.clones[0].conn.closed

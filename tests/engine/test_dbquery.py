@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from engine.dbchecks import _shape
-from engine.dbhandles import regexp_match
+from engine.dbhandles import textregexeq
 from engine.dbquery import expand_lists, load_query, plain, used_params
 from engine.errors import RuleFileError
 from engine.rulefiles import default_rules_dir
@@ -47,9 +47,9 @@ def test_sqlite_gets_a_sqlite_variant_when_one_exists(tmp_path):
     assert lite.detail and sqlite3.connect(":memory:").execute(lite).fetchall() == [("sqlite", 1, "x")]
 
 
-def test_regexp_match_on_sqlite_follows_postgresqls_null_for_no_match():
-    assert regexp_match("a@b.org", "^[^@]+@") == "a@" and regexp_match("ab", "@") is None
-    assert regexp_match(None, "x") is None
+def test_textregexeq_on_sqlite_follows_postgresqls_operator():
+    assert textregexeq("a@b.org", "^[^@]+@") == 1 and textregexeq("ab", "@") == 0
+    assert textregexeq(None, "x") is None and textregexeq("x", None) is None
 
 
 def test_fragments_are_included_as_sub_queries():
@@ -67,6 +67,20 @@ def test_detail_queries_are_wrapped_so_the_database_counts_and_samples():
     assert len(rows) == 20 and {r[1] for r in rows} == {25}
     shaped = _shape([{"grp": g, "count": c, "sample": s} for g, c, s in rows], True)
     assert shaped["count"] == 25 and shaped["samples"] == [f"@g{i:02}:x" for i in range(1, 21)]
+
+
+def test_planner_switches_and_cost_hints_are_read_from_their_comment_lines(tmp_path):
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    (queries / "q.sql").write_text("-- planner: enable_hashjoin=off, enable_nestloop = on\n-- cost: 1.5\nSELECT 1\n")
+    (queries / "plain.sql").write_text("SELECT 1\n")
+    (queries / "bad.sql").write_text("-- planner: work_mem=1GB\nSELECT 1\n")
+    text = load_query(str(tmp_path), "queries/q.sql", "postgresql")
+    assert text.planner == (("enable_hashjoin", "off"), ("enable_nestloop", "on")) and text.cost == 1.5
+    plain_text = load_query(str(tmp_path), "queries/plain.sql", "postgresql")
+    assert plain_text.planner == () and plain_text.cost == 0
+    with pytest.raises(RuleFileError, match="enable_<name>=on|off"):
+        load_query(str(tmp_path), "queries/bad.sql", "postgresql")
 
 
 def test_query_paths_must_stay_under_rules_checks():

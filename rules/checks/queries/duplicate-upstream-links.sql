@@ -1,13 +1,22 @@
 -- duplicate-upstream-links: (provider, subject) on several links that will be migrated (mapped
 -- provider, non-appservice user), per provider. Counted per duplicated subject; samples are the
 -- users involved (subjects are never returned).
+-- Subjects that occur more than once at all are found first (the UNIQUE (auth_provider,
+-- external_id) index of Synapse's schema delivers them in order); only their links join `users`.
 -- shape: detail
-WITH links AS (
+WITH repeated AS (
+  SELECT e.auth_provider, e.external_id
+  FROM user_external_ids e
+  WHERE e.auth_provider IN (:mapped_providers)
+  GROUP BY e.auth_provider, e.external_id
+  HAVING count(*) > 1
+),
+links AS (
   SELECT e.auth_provider, e.external_id, e.user_id
   FROM user_external_ids e
+  JOIN repeated r ON r.auth_provider = e.auth_provider AND r.external_id = e.external_id
   LEFT JOIN users u ON u.name = e.user_id
-  WHERE e.auth_provider IN (:mapped_providers)
-    AND u.appservice_id IS NULL
+  WHERE u.appservice_id IS NULL
 ),
 dups AS (
   SELECT auth_provider, external_id FROM links GROUP BY auth_provider, external_id HAVING count(*) > 1

@@ -2,28 +2,39 @@
 -- whose device is hidden (skipped), has hidden NULL, or is a `guest_device` of a non-guest user (both
 -- migrated as normal devices). Only tokens that would otherwise migrate count: the user exists, is no
 -- application service, is active and no guest. Samples are "user_id device_id".
+--
+-- Written for one hash join, which PostgreSQL can run in parallel: every candidate token meets the
+-- flagged devices once (the build side), and the user is looked up only for the few tokens that
+-- match. The phase conditions are those of fragments/phase4-access-tokens.sql and
+-- phase5-refresh-pairs.sql minus their "device row exists" test, which the join with `devices`
+-- states here (tests/engine/test_dbrules_equivalence.py pins this query to the fragments); the
+-- successor test is a plain NOT EXISTS, an anti-join that parallel plans allow (the fragment's OR
+-- form becomes a subplan, which they do not).
+-- cost: 3
 -- shape: detail
-WITH tokens AS (
-  SELECT p4.user_id, p4.device_id, 'access:' || CAST(p4.id AS TEXT) AS token_key
-  FROM /* include: phase4-access-tokens */ p4
-  WHERE p4.device_id IS NOT NULL
-  UNION
-  SELECT p5.user_id, p5.device_id, 'refresh:' || CAST(p5.refresh_id AS TEXT)
-  FROM /* include: phase5-refresh-pairs */ p5
-),
-on_devices AS (
-  SELECT t.user_id, t.device_id, t.token_key, d.hidden
-  FROM tokens t
-  JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
-  JOIN users u ON u.name = t.user_id
-  WHERE u.appservice_id IS NULL AND u.deactivated = 0 AND u.is_guest = 0
-)
 SELECT CASE
-         WHEN hidden IS NULL THEN 'hidden-null'
-         WHEN hidden = TRUE THEN 'hidden'
+         WHEN d.hidden IS NULL THEN 'hidden-null'
+         WHEN d.hidden = TRUE THEN 'hidden'
          ELSE 'guest-device'
        END AS grp,
-       user_id || ' ' || device_id AS sample,
-       token_key AS unit
-FROM on_devices
-WHERE hidden IS NULL OR hidden = TRUE OR device_id = 'guest_device'
+       t.user_id || ' ' || t.device_id AS sample,
+       t.token_key AS unit
+FROM (
+  SELECT a.user_id, a.device_id, 'access:' || CAST(a.id AS TEXT) AS token_key
+  FROM access_tokens a
+  WHERE a.puppets_user_id IS NULL
+    AND a.refresh_token_id IS NULL
+    AND a.device_id IS NOT NULL
+  UNION ALL
+  SELECT r.user_id, r.device_id, 'refresh:' || CAST(r.id AS TEXT)
+  FROM refresh_tokens r
+  JOIN access_tokens a ON a.refresh_token_id = r.id AND a.user_id = r.user_id AND a.device_id = r.device_id
+  WHERE a.refresh_token_id IS NOT NULL
+    AND a.puppets_user_id IS NULL
+    -- (a NULL next_token_id matches no row: the pair is kept, as the fragment's explicit test says)
+    AND NOT EXISTS (SELECT 1 FROM access_tokens n WHERE n.refresh_token_id = r.next_token_id AND n.used = TRUE)
+) t
+JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
+JOIN users u ON u.name = t.user_id
+WHERE (d.hidden IS NULL OR d.hidden = TRUE OR d.device_id = 'guest_device')
+  AND u.appservice_id IS NULL AND u.deactivated = 0 AND u.is_guest = 0
