@@ -11,12 +11,13 @@ Conventions:
 * ``NAME.sqlite.sql`` next to ``NAME.sql`` replaces it on SQLite where the two dialects cannot share SQL;
 * a file containing the line ``-- shape: detail`` returns one row per finding detail with the columns
   ``grp`` (group key, ``''`` when ungrouped), ``sample`` (an identifier) and ``unit`` (what is counted;
-  NULL counts rows). The engine wraps it so that the database returns exact counts per group and at
-  most 20 sorted samples per group, never the whole detail relation;
-* a line ``-- planner: enable_hashjoin=off`` (PostgreSQL planner switches ``enable_*`` only, comma
-  separated) applies to that statement alone: :meth:`~engine.dbhandles.DbHandle.query` sets them for the
+  NULL counts rows). The engine wraps it so that the database returns exact counts per group and the
+  20 smallest samples per group (in no particular row order), never the whole detail relation;
+* a line ``-- planner: enable_hashjoin=off, max_parallel_workers_per_gather=0`` (PostgreSQL planner
+  switches ``enable_*=on|off`` and ``max_parallel_workers_per_gather=N`` only, comma separated)
+  applies to that statement alone: :meth:`~engine.dbhandles.DbHandle.query` sets them for the
   statement and restores them after it. For plans the planner misjudges (merge joins on indexes that it
-  believes dearer than hashing a million rows);
+  believes dearer than hashing a million rows, parallel workers that double the CPU of such a plan);
 * a line ``-- cost: N`` is a scheduling hint: roughly the CPU seconds the statement takes per million
   Synapse users. Queries that run side by side start in decreasing cost, so that the longest do not
   start last (the planner's own estimates misjudge the large hash joins); no line means 0.
@@ -34,13 +35,15 @@ SAMPLE_LIMIT = 20
 _INCLUDE = re.compile(r"/\*\s*include:\s*([A-Za-z0-9_-]+)\s*\*/")
 _DETAIL = re.compile(r"^--\s*shape:\s*detail\s*$", re.M)
 _PLANNER = re.compile(r"^--\s*planner:(.*)$", re.M)
-_SWITCH = re.compile(r"^(enable_[a-z_]+)\s*=\s*(on|off)$")
+_SWITCH = re.compile(r"^(enable_[a-z_]+)\s*=\s*(on|off)$|^(max_parallel_workers_per_gather)\s*=\s*(\d+)$")
 _COST = re.compile(r"^--\s*cost:\s*(\d+(?:\.\d+)?)\s*$", re.M)
 
 # Counts and samples are computed in the database: count per group (distinct `unit`, or rows when
 # `unit` is NULL), the first SAMPLE_LIMIT distinct samples per group in byte order. A group's samples
 # are a superset of that group's share of the overall first SAMPLE_LIMIT, so merging groups stays exact.
-_DETAIL_WRAPPER = """WITH detail AS (
+_DETAIL_WRAPPER = {
+    # SQLite (and the reference for the PostgreSQL form): every distinct sample is ranked.
+    "sqlite": """WITH detail AS (
 {query}
 ),
 counts AS (
@@ -53,7 +56,46 @@ ranked AS (
 )
 SELECT c.grp AS grp, c.count AS count, r.sample AS sample
 FROM counts c LEFT JOIN ranked r ON r.grp = c.grp AND r.rn <= {limit}
-ORDER BY c.grp, r.sample"""
+ORDER BY c.grp, r.sample""",
+    # PostgreSQL, for details of a million rows (every user lacks a login method, say): no sort of the
+    # whole detail. Counts hash by group (a DISTINCT count only where units exist); samples come from
+    # each group's {head} smallest rows, a bounded heap: that prefix of the sorted samples holds the
+    # SAMPLE_LIMIT smallest distinct ones whenever it holds that many distinct ones at all, or is the
+    # whole group; otherwise (heavy duplicates) the group's samples are made distinct in full.
+    "postgresql": """WITH detail AS MATERIALIZED (
+{query}
+),
+tallies AS (
+  SELECT grp, count(*) AS n_rows, count(unit) AS n_units FROM detail GROUP BY grp
+),
+heads AS (
+  SELECT t.grp, h.sample
+  FROM tallies t
+  CROSS JOIN LATERAL (SELECT d.sample FROM detail d WHERE d.grp = t.grp AND d.sample IS NOT NULL
+                      ORDER BY d.sample LIMIT {head}) h
+),
+enough AS (
+  SELECT grp, count(*) < {head} OR count(DISTINCT sample) >= {limit} AS ok FROM heads GROUP BY grp
+)
+SELECT t.grp AS grp, c.count AS count, s.sample AS sample
+FROM tallies t
+CROSS JOIN LATERAL (
+  SELECT CASE WHEN t.n_units = 0 THEN t.n_rows
+              ELSE (SELECT count(*) FROM (SELECT DISTINCT d.unit FROM detail d
+                                          WHERE d.grp = t.grp AND d.unit IS NOT NULL) u)
+         END AS count,
+         COALESCE((SELECT e.ok FROM enough e WHERE e.grp = t.grp), TRUE) AS ok
+) c
+LEFT JOIN LATERAL (
+  SELECT x.sample FROM (SELECT DISTINCT h.sample FROM heads h WHERE h.grp = t.grp) x WHERE c.ok
+  UNION ALL
+  SELECT y.sample FROM (SELECT d.sample FROM detail d WHERE d.grp = t.grp AND d.sample IS NOT NULL
+                        GROUP BY d.sample) y WHERE NOT c.ok
+  ORDER BY 1 LIMIT {limit}
+) s ON TRUE""",
+}
+# Rows per group read for the samples before falling back to a full DISTINCT (PostgreSQL form).
+SAMPLE_HEAD = 20 * SAMPLE_LIMIT
 
 
 class QueryText(str):
@@ -95,7 +137,8 @@ def load_query(checks_dir: str, rel: str, dialect: str) -> QueryText:
     body = _INCLUDE.sub(include, text)
     detail = bool(_DETAIL.search(text))
     if detail:
-        body = _DETAIL_WRAPPER.format(query=_strip(body), limit=SAMPLE_LIMIT)
+        wrapper = _DETAIL_WRAPPER["sqlite" if dialect == "sqlite" else "postgresql"]
+        body = wrapper.format(query=_strip(body), limit=SAMPLE_LIMIT, head=SAMPLE_HEAD)
     out = QueryText(_strip(body))
     out.detail = detail
     out.planner = _planner_switches(text, path)
@@ -110,8 +153,10 @@ def _planner_switches(text: str, path: str) -> tuple[tuple[str, str], ...]:
         for item in filter(None, (part.strip() for part in line.split(","))):
             match = _SWITCH.match(item)
             if not match:
-                raise RuleFileError(f"`-- planner:` takes `enable_<name>=on|off` items, not `{item}`", file=path)
-            out.append((match.group(1), match.group(2)))
+                raise RuleFileError(f"`-- planner:` takes `enable_<name>=on|off` and "
+                                    f"`max_parallel_workers_per_gather=N` items, not `{item}`", file=path)
+            name, value = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+            out.append((name, value))
     return tuple(out)
 
 

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 
+import psycopg
 import pytest
 
 from engine.dbchecks import _shape
 from engine.dbhandles import textregexeq
-from engine.dbquery import expand_lists, load_query, plain, used_params
+from engine.dbquery import SAMPLE_LIMIT, expand_lists, load_query, plain, used_params
 from engine.errors import RuleFileError
 from engine.rulefiles import default_rules_dir
 
@@ -72,15 +74,62 @@ def test_detail_queries_are_wrapped_so_the_database_counts_and_samples():
 def test_planner_switches_and_cost_hints_are_read_from_their_comment_lines(tmp_path):
     queries = tmp_path / "queries"
     queries.mkdir()
-    (queries / "q.sql").write_text("-- planner: enable_hashjoin=off, enable_nestloop = on\n-- cost: 1.5\nSELECT 1\n")
+    (queries / "q.sql").write_text("-- planner: enable_hashjoin=off, enable_nestloop = on, "
+                                   "max_parallel_workers_per_gather=0\n-- cost: 1.5\nSELECT 1\n")
     (queries / "plain.sql").write_text("SELECT 1\n")
     (queries / "bad.sql").write_text("-- planner: work_mem=1GB\nSELECT 1\n")
     text = load_query(str(tmp_path), "queries/q.sql", "postgresql")
-    assert text.planner == (("enable_hashjoin", "off"), ("enable_nestloop", "on")) and text.cost == 1.5
+    assert text.planner == (("enable_hashjoin", "off"), ("enable_nestloop", "on"),
+                            ("max_parallel_workers_per_gather", "0")) and text.cost == 1.5
     plain_text = load_query(str(tmp_path), "queries/plain.sql", "postgresql")
     assert plain_text.planner == () and plain_text.cost == 0
-    with pytest.raises(RuleFileError, match="enable_<name>=on|off"):
+    with pytest.raises(RuleFileError, match="not `work_mem=1GB`"):
         load_query(str(tmp_path), "queries/bad.sql", "postgresql")
+
+
+def _detail_rows(seed: int) -> list[tuple]:
+    """(grp, sample, unit) rows: heavy and light duplication, NULL samples and units, one group of NULLs."""
+    rng = random.Random(seed)
+    rows = [("dups", f"s{rng.randrange(30):02}", None) for _ in range(3000)]        # fallback: 30 values
+    rows += [("many", f"m{i:04}", f"u{i % 7}") for i in rng.sample(range(2000), 900)]  # head holds enough
+    rows += [("many", f"m{rng.randrange(2000):04}", None) for _ in range(300)]
+    rows += [("few", rng.choice(["b", "a", None]), rng.choice([None, "x", "y"])) for _ in range(9)]
+    rows += [("nulls", None, None) for _ in range(4)]
+    rows += [("", f"@user{i}:example.org", None) for i in range(25)]
+    rng.shuffle(rows)
+    return rows
+
+
+def _expected(rows: list[tuple]) -> dict:
+    groups = {}
+    for grp, sample, unit in rows:
+        groups.setdefault(grp, []).append((sample, unit))
+    out = []
+    for grp in sorted(groups):
+        units = {u for _, u in groups[grp] if u is not None}
+        out.append({"grp": grp, "count": len(units) if units else len(groups[grp]),
+                    "samples": sorted({s for s, _ in groups[grp] if s is not None})[:SAMPLE_LIMIT]})
+    samples = sorted({s for g in out for s in g["samples"]})[:SAMPLE_LIMIT]
+    return {"groups": out, "count": sum(g["count"] for g in out), "samples": samples}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_both_detail_wrappers_count_and_sample_exactly(seed, tmp_path, synapse_db):
+    rows = _detail_rows(seed)
+    values = ", ".join("(" + ", ".join("NULL" if v is None else f"'{v}'" for v in row) + ")" for row in rows)
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    (queries / "d.sql").write_text(f"-- shape: detail\nWITH v(grp, sample, unit) AS (VALUES {values})\n"
+                                   "SELECT grp, sample, unit FROM v\n")
+    want = _expected(rows)
+    lite = load_query(str(tmp_path), "queries/d.sql", "sqlite")
+    got_lite = sqlite3.connect(":memory:").execute(lite).fetchall()
+    assert _shape([{"grp": g, "count": c, "sample": s} for g, c, s in got_lite], True) == want
+    with psycopg.connect(synapse_db) as conn:
+        for text in (load_query(str(tmp_path), "queries/d.sql", "postgresql"), lite):  # both forms on PostgreSQL
+            assert text.detail
+            got = conn.execute(text).fetchall()
+            assert _shape([{"grp": g, "count": c, "sample": s} for g, c, s in got], True) == want
 
 
 def test_query_paths_must_stay_under_rules_checks():

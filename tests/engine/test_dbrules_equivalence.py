@@ -186,12 +186,14 @@ def generate(seed: int, server: str = SERVER) -> dict[str, list[dict]]:
     devices, device_keys = [], set()
     for owner in owners:
         for _ in range(rng.randrange(4)):
-            device_id = rng.choice(["PHONE", "LAPTOP", "TABLET", "guest_device", "XSIGNKEY1", "XSIGNKEY2"])
+            device_id = rng.choice(["PHONE", "LAPTOP", "TABLET", "guest_device", "XSIGNKEY1", "XSIGNKEY2",
+                                    "DESKTOPAPP", "WEBCLIENTS"])
             if (owner, device_id) in device_keys:
                 continue
             device_keys.add((owner, device_id))
-            devices.append({"user_id": owner, "device_id": device_id,
-                            "hidden": rng.choices([False, True, None], weights=[6, 3, 1])[0]})
+            # ids of a length no flagged device has: their tokens cannot be on one (hidden-device-tokens)
+            hidden = False if len(device_id) == 10 else rng.choices([False, True, None], weights=[6, 3, 1])[0]
+            devices.append({"user_id": owner, "device_id": device_id, "hidden": hidden})
     device_list = sorted(device_keys)
 
     refresh_tokens, access_tokens = [], []

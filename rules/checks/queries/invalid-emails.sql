@@ -4,24 +4,27 @@
 -- syn2mas registers a function of that name, runs the same statement); unlike regexp_match it builds
 -- no result array, which made this rule five times slower.
 --
--- (b) without grouping every address: a group of several rows holds addresses that differ (the
+-- One pass over the addresses keeps the suspects: the invalid ones and those lower() changes. (b)
+-- needs no grouping of every address: a group of several rows holds addresses that differ (the
 -- UNIQUE (medium, address) constraint of Synapse's schema), so all but at most one member are
 -- changed by lower(); the unchanged member, if any, is the folded address itself, found by index.
 -- The user is read only for the rows found.
 -- cost: 1
 -- shape: detail
-WITH variants AS (
-  SELECT t.user_id, lower(t.address) AS folded
+WITH suspects AS (
+  SELECT t.user_id, t.address, lower(t.address) AS folded,
+         (length(t.address) > 254 OR NOT textregexeq(t.address, :email_pattern)) AS invalid
   FROM user_threepids t
-  WHERE t.medium = 'email' AND t.address <> lower(t.address)
+  WHERE t.medium = 'email'
+    AND (t.address <> lower(t.address) OR length(t.address) > 254 OR NOT textregexeq(t.address, :email_pattern))
 ),
 members AS (
-  SELECT v.user_id, v.folded FROM variants v
+  SELECT s.user_id, s.folded FROM suspects s WHERE s.address <> s.folded
   UNION ALL
   SELECT t.user_id, t.address
   FROM user_threepids t
   WHERE t.medium = 'email'
-    AND t.address IN (SELECT v.folded FROM variants v WHERE v.folded = lower(v.folded))
+    AND t.address IN (SELECT s.folded FROM suspects s WHERE s.address <> s.folded AND s.folded = lower(s.folded))
 ),
 migrated AS (
   SELECT m.user_id, m.folded
@@ -32,12 +35,10 @@ migrated AS (
 shared AS (
   SELECT folded FROM migrated GROUP BY folded HAVING count(DISTINCT user_id) > 1
 )
-SELECT 'invalid' AS grp, t.user_id AS sample, NULL AS unit
-FROM user_threepids t
-JOIN users u ON u.name = t.user_id
-WHERE t.medium = 'email'
-  AND (length(t.address) > 254 OR NOT textregexeq(t.address, :email_pattern))
-  AND u.appservice_id IS NULL
+SELECT 'invalid' AS grp, s.user_id AS sample, NULL AS unit
+FROM suspects s
+JOIN users u ON u.name = s.user_id
+WHERE s.invalid AND u.appservice_id IS NULL
 UNION ALL
 SELECT 'shared', m.user_id, NULL
 FROM migrated m

@@ -6,8 +6,9 @@
 -- then read for those few users. Phase-4 tokens with a device and every phase-5 pair sit on a device
 -- row of their own user, so the devices' missing users cover them, and only deviceless tokens need
 -- their own anti-join. The anti-joins merge the user-id indexes of Synapse's schema with
--- `users_name_key`: half the CPU of hashing a million user ids per table, which the planner prefers.
--- planner: enable_hashjoin=off
+-- `users_name_key`: half the CPU of hashing a million user ids per table, which the planner prefers;
+-- parallel workers would each read all of `users_name_key` again (twice the CPU, no sooner done).
+-- planner: enable_hashjoin=off, max_parallel_workers_per_gather=0
 -- cost: 1.4
 -- shape: detail
 WITH missing AS (
