@@ -2,19 +2,15 @@
 
 We compose the node graph with ruamel.yaml and build the data ourselves, so that we control what
 PyYAML-based Synapse does (duplicate keys: last wins), bound alias expansion, reject application tags
-and keep the 1-based position of every key and item.
+and keep the 1-based position of every key and item. Plain files are composed by engine/yamlfast.py
+instead (same nodes, no ruamel import); whatever it does not take, or the builder rejects, goes to ruamel.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import re
-import re
 from dataclasses import dataclass, field
-from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from typing import Any, Callable
 
 from .errors import ConfigError
 from .locations import Location, Path, format_path
@@ -50,17 +46,29 @@ class LoadedYaml:
     notes: list[Note] = field(default_factory=list)
 
 
-def _yaml(version: tuple[int, int]) -> YAML:
+def _yaml(version: tuple[int, int]):
+    from ruamel.yaml import YAML
+
     y = YAML(typ="safe", pure=True)
     y.version = version
     return y
 
 
+# Nodes are ruamel's or engine.yamlfast's; both have `id` (`scalar`, `sequence`, `mapping`), `tag`, `value`
+# and `start_mark`.
+Node = Any
+
+
+class _InvalidScalar(Exception):
+    """The constructor rejected a scalar (ruamel's YAMLError, as text)."""
+
+
 class _Builder:
-    def __init__(self, path: str, yaml: YAML, pyyaml_floats: bool = False):
+    def __init__(self, path: str, construct: Callable[[Node], Any], pyyaml_floats: bool = False):
         self.path = path
         self.pyyaml_floats = pyyaml_floats
-        self.constructor = yaml.constructor
+        # A scalar node's value; raises _InvalidScalar with the reason it is invalid.
+        self.construct = construct
         self.positions: dict[Path, Location] = {}
         self.notes: list[Note] = []
         self.count = 0
@@ -82,11 +90,11 @@ class _Builder:
         if len(path) > 200:
             raise self.fail(node, "YAML nesting is deeper than 200 levels", path)
         tag = node.tag or ""
-        if isinstance(node, MappingNode):
+        if node.id == "mapping":
             if tag not in (f"{_STD}map", f"{_STD}omap", f"{_STD}set"):
                 raise self._bad_tag(node, path)
             return self.build_map(node, path)
-        if isinstance(node, SequenceNode):
+        if node.id == "sequence":
             if tag != f"{_STD}seq":
                 raise self._bad_tag(node, path)
             out = []
@@ -103,8 +111,8 @@ class _Builder:
             # PyYAML's 1.1 floats need a dot (`1e3` stays a string in Synapse); ruamel would warn and convert.
             return node.value
         try:
-            value = self.constructor.construct_object(node, deep=True)
-        except YAMLError as exc:
+            value = self.construct(node)
+        except _InvalidScalar as exc:
             raise self.fail(node, f"invalid scalar: {exc}", path) from None
         if isinstance(value, str) and _SURROGATE.search(value):
             raise self.fail(node, "a `\\u` escape produces a UTF-16 surrogate (U+D800-U+DFFF), which is not a "
@@ -122,21 +130,21 @@ class _Builder:
                          "such as !include; inline the content instead")
 
     def key_of(self, knode: Node, path: Path) -> Any:
-        if not isinstance(knode, ScalarNode):
+        if knode.id != "scalar":
             raise self.fail(knode, "a mapping key must be a plain scalar", path)
         key = self.build(knode, path)
         return key
 
-    def build_map(self, node: MappingNode, path: Path) -> dict:
+    def build_map(self, node: Node, path: Path) -> dict:
         merged: dict = {}
         merged_pos: dict = {}
         explicit: dict = {}
         first_seen: dict = {}
         for knode, vnode in node.value:
             if knode.tag == f"{_STD}merge":
-                sources = vnode.value if isinstance(vnode, SequenceNode) else [vnode]
+                sources = vnode.value if vnode.id == "sequence" else [vnode]
                 for src in sources:
-                    if not isinstance(src, MappingNode):
+                    if src.id != "mapping":
                         raise self.fail(src, "a merge key `<<` must refer to a mapping", path)
                     for k, v in self.build_map(src, path).items():
                         if k not in merged:  # earlier sources win in a merge sequence
@@ -169,6 +177,32 @@ class _Builder:
 
 def load_yaml_text(text: str, path: str, version: tuple[int, int]) -> LoadedYaml:
     """Parse ``text`` (the content of ``path``) with YAML ``version`` resolution."""
+    loaded = load_fast(text, path, version)
+    return loaded if loaded is not None else load_with_ruamel(text, path, version)
+
+
+def load_fast(text: str, path: str, version: tuple[int, int]) -> LoadedYaml | None:
+    """:func:`load_yaml_text` by engine.yamlfast, or None when ruamel must compose the text (or report it)."""
+    from .yamlfast import EMPTY, compose
+
+    root = compose(text, version)
+    if root is None:
+        return None
+    if root is EMPTY:
+        return LoadedYaml(path, None, {}, [])
+    builder = _Builder(path, lambda node: node.data, pyyaml_floats=version == (1, 1))
+    try:
+        data = builder.build(root, ())
+    except (ConfigError, RecursionError):
+        return None  # ruamel's path reports it, with the same position
+    builder.positions[()] = Location(path, 1, 1, "")
+    return LoadedYaml(path, data, builder.positions, builder.notes)
+
+
+def load_with_ruamel(text: str, path: str, version: tuple[int, int]) -> LoadedYaml:
+    """:func:`load_yaml_text` with ruamel composing the text: the reference, and the path for every error."""
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     yaml = _yaml(version)
     try:
         docs = list(yaml.compose_all(text))
@@ -187,7 +221,15 @@ def load_yaml_text(text: str, path: str, version: tuple[int, int]) -> LoadedYaml
         raise ConfigError(f"the file holds {len(docs)} YAML documents; a configuration file must hold one",
                           file=path, line=docs[1].start_mark.line + 1 if docs[1] is not None else None,
                           hint="remove the `---` separators or split the documents into files")
-    builder = _Builder(path, yaml, pyyaml_floats=version == (1, 1))
+    constructor = yaml.constructor
+
+    def construct(node: Node) -> Any:
+        try:
+            return constructor.construct_object(node, deep=True)
+        except YAMLError as exc:
+            raise _InvalidScalar(str(exc)) from None
+
+    builder = _Builder(path, construct, pyyaml_floats=version == (1, 1))
     root = docs[0] if docs else None
     if root is None:
         return LoadedYaml(path, None, {}, builder.notes)
