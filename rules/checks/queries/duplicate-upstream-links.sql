@@ -1,8 +1,8 @@
 -- duplicate-upstream-links: (provider, subject) on several links that will be migrated (mapped
 -- provider, non-appservice user), per provider. Counted per duplicated subject; samples are the
 -- users involved (subjects are never returned).
--- Subjects that occur more than once at all are found first (the UNIQUE (auth_provider,
--- external_id) index of Synapse's schema delivers them in order); only their links join `users`.
+-- Subjects that occur more than once at all are found first, by grouping the links alone; only
+-- their links then join `users`.
 -- shape: detail
 WITH repeated AS (
   SELECT e.auth_provider, e.external_id
