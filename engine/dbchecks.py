@@ -223,10 +223,15 @@ class _Prefetch:
     """
 
     def __init__(self, handle: DbHandle, count: int):
-        self.clones = handle.clones(count)
+        self.clones: list[DbHandle] = []
         self._idle: queue.SimpleQueue[DbHandle] = queue.SimpleQueue()
-        for clone in self.clones:
-            clone.tune()
+        for clone in handle.clones(count):
+            try:
+                clone.tune()
+            except psycopg.Error:
+                clone.close()
+                continue
+            self.clones.append(clone)
             self._idle.put(clone)
         self._local = threading.local()
         self._pool = (ThreadPoolExecutor(max_workers=len(self.clones), initializer=self._bind)
