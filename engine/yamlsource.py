@@ -2,8 +2,9 @@
 
 We compose the node graph with ruamel.yaml and build the data ourselves, so that we control what
 PyYAML-based Synapse does (duplicate keys: last wins), bound alias expansion, reject application tags
-and keep the 1-based position of every key and item. Plain files are composed by engine/yamlfast.py
-instead (same nodes, no ruamel import); whatever it does not take, or the builder rejects, goes to ruamel.
+and keep the 1-based position of every key and item. Plain files are composed by libyaml through
+engine/yamlfast.py instead (nodes of the same shape, no ruamel import); whatever it does not take, or the
+builder rejects, goes to ruamel.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def _yaml(version: tuple[int, int]):
     return y
 
 
-# Nodes are ruamel's or engine.yamlfast's; both have `id` (`scalar`, `sequence`, `mapping`), `tag`, `value`
-# and `start_mark`.
+# Nodes are ruamel's or libyaml's (by engine.yamlfast, with `data` on scalars); both have `id` (`scalar`,
+# `sequence`, `mapping`), `tag`, `value` and `start_mark`.
 Node = Any
 
 

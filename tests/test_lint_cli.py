@@ -216,7 +216,7 @@ def test_syn2mas_rules_lint_passes_on_the_shipped_catalogue():
 
 def test_lint_imports_no_validator_and_no_schema_library(tmp_path):
     """`lint` stays fast: the compiled catalogue spares cerberus, jsonschema loads only with --mas-schema; plain
-    files and messages spare ruamel (engine/yamlfast.py) and Jinja2 (engine/simpletemplate.py)."""
+    files and messages spare ruamel (libyaml by engine/yamlfast.py) and Jinja2 (engine/simpletemplate.py)."""
     (tmp_path / "hs.yaml").write_text(CLEAN + "allow_guest_access: true\npassword_config:\n  enabled: true\n")
     (tmp_path / "mas.yaml").write_text("matrix:\n  homeserver: example.org\nemail:\n  from: Matrix <a@example.org>\n")
     heavy = ("cerberus", "jsonschema", "ruamel", "jinja2", "email.headerregistry",
