@@ -35,7 +35,9 @@ def ulid_to_uuid(text: str) -> str | None:
 def mas_providers(mas: ConfigDoc | None) -> list[MasProvider]:
     """MAS providers with ``synapse_idp_id`` (disabled ones included: the migration maps to them too)."""
     out = []
-    for entry in (mas.get("upstream_oauth2.providers", []) if mas else []) or []:
+    entries = mas.get("upstream_oauth2.providers", []) if mas else []
+    # Not a list (`providers: true`): no providers here; `mas-config-invalid` reports the value.
+    for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("synapse_idp_id") is not None:
             out.append(MasProvider(str(entry["synapse_idp_id"]), str(entry.get("id", "")),
                                    ulid_to_uuid(entry.get("id", ""))))

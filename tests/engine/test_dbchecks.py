@@ -103,6 +103,13 @@ def test_all_rules_on_generated_data_leave_synapse_unchanged(pg_server, synapse_
     assert sorted(result.ran) == sorted(r.id for r in database_rules() if r.id != "synapse-still-running")
 
 
+@pytest.mark.parametrize("upstream", ["{providers: true}", "{providers: {id: x}}", "true", "[1, 2]"])
+def test_malformed_mas_providers_give_no_facts_instead_of_a_crash(tmp_path, upstream):
+    synapse = load_synapse_config([write(tmp_path, "homeserver.yaml", "server_name: example.org\n")])
+    mas = load_mas_config([write(tmp_path, "mas.yaml", f"upstream_oauth2: {upstream}\n")])
+    assert build_facts(synapse, mas).providers == []
+
+
 def test_the_synapse_snapshot_is_read_only(synapse_db):
     with open_source(synapse_db, lock=True) as source:
         assert source.conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
