@@ -50,7 +50,10 @@ def mas_database_uri(mas: ConfigDoc) -> str:
 def provider_mapping(mas: ConfigDoc) -> dict[str, str]:
     """Synapse provider id → MAS provider id (ULID string), disabled providers included (§6.5)."""
     mapping: dict[str, str] = {}
-    for i, entry in enumerate(mas.get("upstream_oauth2.providers", []) or []):
+    entries = mas.get("upstream_oauth2.providers", []) or []
+    # Not a list (`providers: true`): no providers here; the configuration gate refuses the run with
+    # `mas-config-invalid`, naming the file and line, before any database is opened.
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
         if not isinstance(entry, dict) or entry.get("synapse_idp_id") is None:
             continue
         idp = str(entry["synapse_idp_id"])

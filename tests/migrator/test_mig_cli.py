@@ -93,3 +93,19 @@ def test_migrate_runtime_failure_is_exit_1_without_traceback(synapse_db, tmp_pat
     assert result.exit_code == 1
     assert "cannot connect to the MAS database" in result.output
     assert "Traceback" not in result.output
+
+
+def test_migrate_with_providers_that_are_not_a_list_refuses_without_traceback(synapse_db, mas, tmp_path):
+    _seed(synapse_db)
+    hs, mas_yaml = _write_configs(tmp_path, mas)
+    text = open(mas_yaml).read()
+    head = text[:text.index("upstream_oauth2:")]
+    with open(mas_yaml, "w") as fh:
+        fh.write(head + "upstream_oauth2:\n  providers: true\n")
+    result = CliRunner().invoke(cli.main, ["migrate", "--synapse-config", hs, "--config", mas_yaml,
+                                           "--synapse-database-uri", synapse_db, "--dry-run"])
+    assert result.exit_code == 10, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    # no MAS provider maps `oidc-dex` now: the links cannot be attached, so the run is refused
+    assert "auth-provider-missing-in-mas" in result.output
+    assert rows(mas, "SELECT count(*) FROM users") == [(0,)]
