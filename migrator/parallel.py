@@ -56,8 +56,8 @@ TICK_ROWS = 4096
 
 def auto_workers(source: Any) -> int:
     """Workers for a run when none is asked for: one per CPU (at most 8) on PostgreSQL with many users."""
-    if not isinstance(source, PostgresSource) or source.estimate("users") < AUTO_MIN_USERS:
-        return 1
+    if os.name != "posix" or not isinstance(source, PostgresSource) or source.estimate("users") < AUTO_MIN_USERS:
+        return 1  # workers inherit their pipe as a file descriptor: POSIX only
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
