@@ -22,6 +22,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -193,6 +194,18 @@ def worker_process(fd: int) -> None:
     worker_main(settings, part, Connection(fd, readable=False))
 
 
+def _end_transaction(conn: psycopg.Connection) -> None:
+    """End the read transaction and close. ROLLBACK waits for the server, so the worker's locks are
+    released before the main process hears from it (closing alone is asynchronous on the server)."""
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass  # a lost connection has ended the transaction already
+    finally:
+        conn.close()
+
+
 def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
     """Entry point of worker ``part``: run the phases on its users, send rows, counts and samples."""
     _die_with_parent()
@@ -204,7 +217,8 @@ def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
             raise DatabaseError(f"a parallel worker cannot connect to the Synapse database: "
                                 f"{str(exc).strip().splitlines()[0]}",
                                 hint="allow more connections, or run with --workers 1") from None
-        with conn:
+        pipe.send(("backend", conn.info.backend_pid))
+        try:
             source = PostgresSource(conn, snapshot=settings.snapshot)
             source._user_cols = settings.user_columns
             report = MigrationReport(mode="worker", run_start=None, server_name=settings.server_name)  # type: ignore[arg-type]
@@ -219,9 +233,11 @@ def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
             pipeline.run_phases()
             progress.done()
             sink.flush_all()
-            counts = {name: (s.read, s.migrated, dict(s.skipped)) for name, s in report.entities.items()}
-            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-            pipe.send(("done", counts, dict(report.anomalies), sampler.users, peak_kib))
+        finally:
+            _end_transaction(conn)
+        counts = {name: (s.read, s.migrated, dict(s.skipped)) for name, s in report.entities.items()}
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        pipe.send(("done", counts, dict(report.anomalies), sampler.users, peak_kib))
     except Syn2MasError as exc:
         pipe.send(("error", exc.message, exc.hint))
     except BrokenPipeError:
@@ -291,6 +307,7 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
     board = PhaseBoard(progress, workers)
     samples: dict[str, Any] = {}
     peaks: list[int] = []
+    backends: list[int] = []
     try:
         for part in range(workers):
             proc, receive = start_worker(full, part)
@@ -313,6 +330,8 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
                     board.started(message[1], message[2])
                 elif kind == "phase-done":
                     board.finished(message[1])
+                elif kind == "backend":
+                    backends.append(message[1])
                 elif kind == "done":
                     _merge(report, message[1], message[2])
                     samples.update(message[3])
@@ -327,12 +346,30 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
         log.info("parallel workers finished; peak memory per worker: %s MiB",
                  ", ".join(f"{kib / 1024:.0f}" for kib in sorted(peaks)))
     finally:
+        killed = False
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+                killed = True
+        if killed:
+            _wait_backends_gone(source, backends)
         for pipe in pipes:
             pipe.close()
+
+
+def _wait_backends_gone(source: PostgresSource, pids: list[int], timeout: float = 5.0) -> None:
+    """After killing workers, wait (briefly) until the server has ended their sessions, so that their
+    locks do not outlive the run: a killed client's session ends asynchronously on the server."""
+    deadline = time.monotonic() + timeout
+    try:
+        while pids and time.monotonic() < deadline:
+            row = source.conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()
+            if not row or not row[0]:
+                return
+            time.sleep(0.02)
+    except psycopg.Error:
+        pass  # the main connection failed too: its own end releases what it can
 
 
 def _merge(report: MigrationReport, counts: dict[str, tuple[int, int, dict[str, int]]],

@@ -92,6 +92,9 @@ def test_a_worker_error_reaches_the_main_process_and_nothing_is_written(synapse_
         assert rows(mas, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'users'::regclass") == [(2,)]
     assert messages[0] == messages[1]
     assert "`devices` row refers to a user that does not exist" in messages[1]
+    # right away, a real run takes its EXCLUSIVE NOWAIT locks: no worker session of the failed run is left
+    execute(synapse_db, "DELETE FROM devices WHERE user_id = '@gone:example.org'")
+    assert run(synapse_db, mas, workers=2).reconciled
 
 
 def test_partitions_cover_every_row_once(synapse_db):
