@@ -366,7 +366,7 @@ def test_report_lost_after_commit_does_not_deny_the_commit(h):
     (h.tmp / "reports").mkdir()
     proc = Proc(h.args(report="reports/report.json"), cwd=str(h.tmp))
     try:
-        assert proc.wait_line(lambda line: " rebuilding " in line)
+        assert proc.wait_line(lambda line: " rebuilding " in line), (proc.settled_lines()[-8:], proc.p.poll())
         proc.stop()
         (h.tmp / "reports").rmdir()
         proc.cont()
