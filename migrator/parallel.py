@@ -177,6 +177,10 @@ def start_worker(settings: WorkerSettings, part: int) -> tuple[subprocess.Popen,
         proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE, str(write_fd)], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quiet else None,
                                 pass_fds=(write_fd,), env=env)
+    except OSError as exc:  # no process could be started (limits, memory): a clear error, not a traceback
+        os.close(read_fd)
+        raise DatabaseError(f"cannot start parallel worker {part}: {exc.strerror or exc}; nothing was committed",
+                            hint="run with --workers 1") from None
     finally:
         os.close(write_fd)
     try:
