@@ -1,4 +1,5 @@
 -- auth-provider-missing-in-mas: users per known provider id that no MAS provider maps (`synapse_idp_id`).
+-- cost: 0.01
 -- shape: detail
 SELECT e.auth_provider AS grp, e.user_id AS sample, e.user_id AS unit
 FROM user_external_ids e

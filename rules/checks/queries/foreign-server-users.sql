@@ -4,7 +4,7 @@
 -- PostgreSQL: two LIKE patterns anchored at both ends ('@%:<server>' and, for a ':' inside the
 -- localpart, '@%:%:<server>'), with the server name's wildcards escaped; LIKE is far cheaper per row
 -- than substr/length on UTF-8 text. SQLite's LIKE ignores case, so it has its own variant (.sqlite.sql).
--- cost: 0.3
+-- cost: 0.25
 -- shape: detail
 SELECT '' AS grp, COALESCE(u.name, '(null)') AS sample, NULL AS unit
 FROM users u

@@ -11,8 +11,12 @@
 -- of tokens. Equal ids have equal lengths, and login device ids (10 letters), cross-signing keys
 -- (43 characters) and `guest_device` rarely share one: a token whose device id has no flagged
 -- device's length cannot be on a flagged device, so usually no token is left to join, and PostgreSQL
--- then skips the hash of the flagged devices altogether.
--- cost: 1.5
+-- then skips the hash of the flagged devices altogether. The refresh tokens are pruned by length
+-- before their joins: PostgreSQL, which underestimates the pairs' join (its three conditions are
+-- correlated), would otherwise test the length only after joining and anti-joining every pair (0.45 s
+-- at 1M users); the LIMIT, which no table reaches, keeps the planner from moving the test (a fence
+-- both dialects accept, unlike OFFSET 0 alone).
+-- cost: 1.0
 -- shape: detail
 WITH flagged_lengths AS (
   SELECT DISTINCT length(d.device_id) AS n
@@ -35,13 +39,15 @@ FROM (
     AND length(a.device_id) IN (SELECT n FROM flagged_lengths)
   UNION ALL
   SELECT r.user_id, r.device_id, 'refresh:' || CAST(r.id AS TEXT)
-  FROM refresh_tokens r
+  FROM (SELECT r0.id, r0.user_id, r0.device_id, r0.next_token_id
+        FROM refresh_tokens r0
+        WHERE length(r0.device_id) IN (SELECT n FROM flagged_lengths)
+        LIMIT 9223372036854775807) r
   JOIN access_tokens a ON a.refresh_token_id = r.id AND a.user_id = r.user_id AND a.device_id = r.device_id
   WHERE a.refresh_token_id IS NOT NULL
     AND a.puppets_user_id IS NULL
     -- (a NULL next_token_id matches no row: the pair is kept, as the fragment's explicit test says)
     AND NOT EXISTS (SELECT 1 FROM access_tokens n WHERE n.refresh_token_id = r.next_token_id AND n.used = TRUE)
-    AND length(r.device_id) IN (SELECT n FROM flagged_lengths)
 ) t
 JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
 JOIN users u ON u.name = t.user_id

@@ -9,7 +9,7 @@
 -- UNIQUE (medium, address) constraint of Synapse's schema), so all but at most one member are
 -- changed by lower(); the unchanged member, if any, is the folded address itself, found by index.
 -- The user is read only for the rows found.
--- cost: 0.8
+-- cost: 0.7
 -- shape: detail
 WITH suspects AS (
   SELECT t.user_id, t.address, lower(t.address) AS folded,

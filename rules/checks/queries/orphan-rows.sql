@@ -9,7 +9,7 @@
 -- `users_name_key`: half the CPU of hashing a million user ids per table, which the planner prefers;
 -- parallel workers would each read all of `users_name_key` again (twice the CPU, no sooner done).
 -- planner: enable_hashjoin=off, max_parallel_workers_per_gather=0
--- cost: 1.1
+-- cost: 1.2
 -- shape: detail
 WITH missing AS (
   SELECT 'user_threepids' AS src, t.user_id

@@ -1,6 +1,6 @@
 -- users-without-login-method: active, non-appservice, non-guest users with neither a usable password
 -- (a 60-character bcrypt hash $2a$/$2b$/$2y$, and MAS passwords enabled) nor a link that is migrated.
--- cost: 0.5
+-- cost: 0.45
 -- shape: detail
 SELECT '' AS grp, u.name AS sample, NULL AS unit
 FROM users u
