@@ -57,34 +57,23 @@ WITH superseded AS (
       /* partition: a.user_id */
 )"""
 
-# device_times over every device (phases 4 and 6).
-_DEVICE_TIMES_ALL = """, device_times AS (
-    SELECT user_id, device_id, MIN(first_ms) AS first_ms FROM (
-        SELECT a.user_id, a.device_id, COALESCE(a.last_validated, :run_start) AS first_ms
-        FROM access_tokens a
-        WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL AND a.refresh_token_id IS NULL
-          /* partition: a.user_id */
-        UNION ALL
-        SELECT k.user_id, k.device_id, COALESCE(k.last_validated, :run_start)
-        FROM refresh_kept k
-        WHERE k.rid IS NOT NULL AND k.superseded_rid IS NULL AND k.id = k.max_id
-    ) t
-    GROUP BY user_id, device_id
-)
-"""
+def _device_times(paired_only: bool) -> str:
+    """The `device_times` CTE: over every device (phases 4 and 6), or, for phase 5 whose tokens sit on
+    few devices, only over the devices that have a token with a refresh token (`pair_devices`).
 
-# device_times for phase 5, whose tokens sit on few devices: only the devices that have a token with a
-# refresh token. For each such device the minimum runs over the same tokens as above, so the session
-# time (and id) is the same as in phases 4 and 6; the full aggregate (a group per device, two million
-# at 1M users, hashed and joined) cost phase 5 most of its time.
-_DEVICE_TIMES_PAIRED = """, pair_devices AS (
+    For each device it covers, the minimum runs over the same tokens either way, so the session time
+    (and id) is the same in every phase; the full aggregate (a group per device, two million at 1M
+    users, hashed and joined) cost phase 5 most of its time.
+    """
+    pairs = """, pair_devices AS (
     SELECT DISTINCT a.user_id, a.device_id FROM access_tokens a
     WHERE a.refresh_token_id IS NOT NULL AND a.device_id IS NOT NULL /* partition: a.user_id */
-), device_times AS (
+)""" if paired_only else ""
+    join = "\n        JOIN pair_devices p ON p.user_id = a.user_id AND p.device_id = a.device_id" if paired_only else ""
+    return pairs + f""", device_times AS (
     SELECT user_id, device_id, MIN(first_ms) AS first_ms FROM (
         SELECT a.user_id, a.device_id, COALESCE(a.last_validated, :run_start) AS first_ms
-        FROM access_tokens a
-        JOIN pair_devices p ON p.user_id = a.user_id AND p.device_id = a.device_id
+        FROM access_tokens a{join}
         WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL AND a.refresh_token_id IS NULL
           /* partition: a.user_id */
         UNION ALL
@@ -96,7 +85,8 @@ _DEVICE_TIMES_PAIRED = """, pair_devices AS (
 )
 """
 
-_CTES = _SUPERSEDED_AND_KEPT + _DEVICE_TIMES_ALL
+
+_CTES = _SUPERSEDED_AND_KEPT + _device_times(paired_only=False)
 
 
 def users_query(optional_cols: frozenset[str]) -> str:
@@ -133,7 +123,7 @@ WHERE a.refresh_token_id IS NULL /* partition: a.user_id */
 
 # Phase 5: every access token with a refresh token, with its pairing facts. The window gives, per
 # (refresh token, user, device), the highest non-puppet access-token id: the one pair that is kept.
-REFRESH_PAIRS = _SUPERSEDED_AND_KEPT + _DEVICE_TIMES_PAIRED + f"""
+REFRESH_PAIRS = _SUPERSEDED_AND_KEPT + _device_times(paired_only=True) + f"""
 SELECT a.id, a.user_id, a.device_id, a.token, a.valid_until_ms, a.last_validated,
        a.puppets_user_id IS NOT NULL,
        (r.id IS NOT NULL AND r.user_id = a.user_id AND r.device_id = a.device_id) IS TRUE,
