@@ -34,6 +34,7 @@ from psycopg.adapt import Transformer
 from engine.errors import DatabaseError, Syn2MasError
 
 from . import masschema
+from .copytypes import COPY_ADAPTERS
 from .ids import IdFactory
 from .pipeline import Pipeline
 from .progress import Progress
@@ -115,7 +116,7 @@ class PayloadSink:
 
 def encode_rows(rows: list[tuple], oids: list[int]) -> bytes:
     """Complete binary COPY data (signature, rows, trailer) of ``rows`` with column types ``oids``."""
-    transformer = Transformer()
+    transformer = Transformer(COPY_ADAPTERS)
     transformer.set_dumper_types(oids, psycopg.pq.Format.BINARY)
     formatter = BinaryFormatter(transformer)
     chunks = [formatter.write_row(row) for row in rows]

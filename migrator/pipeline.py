@@ -109,9 +109,18 @@ class Pipeline:
         self.entities = report.entities
         self.anomalies = report.anomalies
         self._last_user: tuple = (None, None, None)
+        # One id maker per kind (migrator/ids.py): ids are the 128-bit integers of their UUIDs.
+        self._user_id = ids.maker("users")
+        self._session_id = ids.maker("compat_sessions")
+        self._password_id = ids.maker("user_passwords")
+        self._email_id = ids.maker("user_emails")
+        self._link_id = ids.maker("upstream_oauth_links")
+        self._deviceless_id = ids.maker("compat_sessions_deviceless")
+        self._access_id = ids.maker("compat_access_tokens")
+        self._refresh_id = ids.maker("compat_refresh_tokens")
 
     # -- helpers ---------------------------------------------------------------------------------
-    def user_id(self, name: str, creation_ms: int) -> uuid.UUID:
+    def user_id(self, name: str, creation_ms: int) -> int:
         """The MAS user id of Synapse user ``name`` (same value in every phase).
 
         The last derivation is remembered: a user's tokens and devices usually arrive one after the
@@ -120,14 +129,14 @@ class Pipeline:
         last = self._last_user
         if last[0] == name and last[1] == creation_ms:
             return last[2]
-        uid = self.ids.make(creation_ms, "users", name)
+        uid = self._user_id(creation_ms, name)
         self._last_user = (name, creation_ms, uid)
         return uid
 
-    def device_session_id(self, name: str, device_id: str, first_ms: int | None, last_seen: int | None) -> uuid.UUID:
+    def device_session_id(self, name: str, device_id: str, first_ms: int | None, last_seen: int | None) -> int:
         """A device session's id: earliest migrated token, else `last_seen`, else run start (§5.2)."""
         t = first_ms if first_ms is not None else (last_seen if last_seen is not None else self.run_start_ms)
-        return self.ids.make(t, "compat_sessions", name, device_id)
+        return self._session_id(t, name, device_id)
 
     def _orphan(self, table: str) -> DatabaseError:
         return DatabaseError(f"a `{table}` row refers to a user that does not exist",
@@ -197,7 +206,7 @@ class Pipeline:
                 if pw_hash == "":
                     passwords.skip("empty-password-hash")
                 else:
-                    self.sink.add("user_passwords", (self.ids.make(created_ms, "user_passwords", name), uid,
+                    self.sink.add("user_passwords", (self._password_id(created_ms, name), uid,
                                                      pw_hash, created, PASSWORD_SCHEME_VERSION))
                     passwords.migrated += 1
                     stored_pw = pw_hash
@@ -222,7 +231,7 @@ class Pipeline:
             created = ms_to_dt(added_at, "user_threepids.added_at")
             facts = self.sampler.get(user)
             if is_email:
-                self.sink.add("user_emails", (self.ids.make(added_at, "user_emails", user, medium, address), uid,
+                self.sink.add("user_emails", (self._email_id(added_at, user, medium, address), uid,
                                               address, created))
                 if facts:
                     facts.emails.add(digest(address))
@@ -253,7 +262,7 @@ class Pipeline:
             if not owner.exists:
                 raise self._orphan("user_external_ids")
             created_ms = owner.creation_ms
-            self.sink.add("upstream_oauth_links", (self.ids.make(created_ms, "upstream_oauth_links", provider, subject),
+            self.sink.add("upstream_oauth_links", (self._link_id(created_ms, provider, subject),
                                                    mas_provider, self.user_id(user, created_ms), subject,
                                                    ms_to_dt(created_ms, "users.creation_ts")))
             stats.migrated += 1
@@ -300,13 +309,13 @@ class Pipeline:
             created_ms, created, expires = self._token_times(last_validated, valid_until)
             uid = self.user_id(user, owner.creation_ms)
             if device_id is None:
-                session = self.ids.make(created_ms, "compat_sessions_deviceless", tid)
+                session = self._deviceless_id(created_ms, tid)
                 self.sink.add("compat_sessions", (session, uid, None, None, created,
                                                   owner.admin, None, None, None))
                 deviceless.migrated += 1
             else:
                 session = self.device_session_id(user, device_id, first_ms, last_seen)
-            self.sink.add("compat_access_tokens", (self.ids.make(created_ms, "compat_access_tokens", tid), session,
+            self.sink.add("compat_access_tokens", (self._access_id(created_ms, tid), session,
                                                    token, created, expires))
             tokens.migrated += 1
             facts = self.sampler.get(user)
@@ -350,9 +359,9 @@ class Pipeline:
                     raise self._orphan("access_tokens")
                 created_ms, created, expires = self._token_times(last_validated, valid_until)
                 session = self.device_session_id(user, device_id, first_ms, last_seen)
-                access_id = self.ids.make(created_ms, "compat_access_tokens", tid)
+                access_id = self._access_id(created_ms, tid)
                 self.sink.add("compat_access_tokens", (access_id, session, token, created, expires))
-                self.sink.add("compat_refresh_tokens", (self.ids.make(created_ms, "compat_refresh_tokens", rid),
+                self.sink.add("compat_refresh_tokens", (self._refresh_id(created_ms, rid),
                                                         session, access_id, rtoken, created))
                 tokens.migrated += 1
                 refresh.read += 1
@@ -388,7 +397,7 @@ class Pipeline:
                 self.anomalies["invalid-ip"] += 1
             self.sink.add("compat_sessions", (
                 session, self.user_id(user, owner.creation_ms), device_id, display_name,
-                ms_to_dt(session.int >> 80, "session"), owner.admin,
+                ms_to_dt(session >> 80, "session"), owner.admin,
                 ms_to_dt(last_seen, "devices.last_seen") if last_seen is not None else None,
                 address, user_agent))
             stats.migrated += 1

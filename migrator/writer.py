@@ -22,6 +22,7 @@ from psycopg import sql
 from engine.errors import DatabaseError, Syn2MasError
 
 from . import masschema
+from .copytypes import use_id_dumper
 from .progress import Progress
 
 log = logging.getLogger("syn2mas.migrator")
@@ -101,6 +102,7 @@ class MasWriter:
         """Lock, begin, lock tables, re-check MAS, drop constraints; returns the MAS schema version."""
         try:
             self.conn = psycopg.connect(self.uri, autocommit=True, application_name="syn2mas")
+            use_id_dumper(self.conn.adapters)  # ids arrive as integers (migrator/ids.py)
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot connect to the MAS database: {str(exc).strip().splitlines()[0]}") from None
         try:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 import pytest
 
 from engine.errors import DatabaseError
-from migrator.ids import IdFactory, provider_uuid, ulid_ms
+from migrator.ids import IdFactory, as_uuid, provider_uuid, ulid_ms
 from migrator.ipaddr import parse_ip
 from migrator.pipeline import localpart
 from migrator.progress import Progress
@@ -17,7 +18,7 @@ def test_ids_are_stable_per_key_and_time_prefixed():
     a, b = IdFactory(b"1" * 32), IdFactory(b"2" * 32)
     x = a.make(1530393962000, "users", "@a:example.org")
     assert x == a.make(1530393962000, "users", "@a:example.org")
-    assert str(x).startswith("01645296-a610-")
+    assert str(as_uuid(x)).startswith("01645296-a610-")
     assert ulid_ms(x) == 1530393962000
     y = b.make(1530393962000, "users", "@a:example.org")
     assert ulid_ms(y) == ulid_ms(x) and y != x
@@ -32,11 +33,36 @@ def test_id_random_bits_are_keyed_blake2b_of_kind_and_natural_key():
     key = bytes(range(32))
     x = IdFactory(key).make(7, "user_emails", "@a:example.org", "email", "a@example.org")
     mac = hashlib.blake2b(b"user_emails\x00@a:example.org\x1femail\x1fa@example.org", key=key, digest_size=10)
-    assert x.int == (7 << 80) | int.from_bytes(mac.digest(), "big")
+    assert x == (7 << 80) | int.from_bytes(mac.digest(), "big")
     # the 0x00 after the kind keeps kinds apart even when kind + key spell the same bytes
     assert IdFactory(key).make(0, "user", "sx") != IdFactory(key).make(0, "users", "x")
     # keys longer than BLAKE2b's 64 bytes are accepted (hashed down), and still matter
     assert IdFactory(b"a" * 100).make(0, "users", "x") != IdFactory(b"b" * 100).make(0, "users", "x")
+
+
+def test_a_kind_maker_gives_the_ids_make_gives():
+    ids = IdFactory(b"k" * 32)
+    sessions = ids.maker("compat_sessions")
+    assert ids.maker("compat_sessions") is sessions  # one per kind
+    assert sessions(5, "@a:example.org", "DEV") == ids.make(5, "compat_sessions", "@a:example.org", "DEV")
+    assert ids.maker("compat_access_tokens")(9, 42) == ids.make(9, "compat_access_tokens", "42")
+    # out-of-range times clamp to the 48 bits of a ULID timestamp
+    assert ulid_ms(sessions(1 << 60, "x")) == (1 << 48) - 1 and ulid_ms(sessions(-1, "x")) == 0
+    assert as_uuid(sessions(5, "x")).int == sessions(5, "x") and ulid_ms(as_uuid(sessions(5, "x"))) == 5
+
+
+def test_the_copy_id_dumper_writes_ids_and_uuids_as_postgresql_uuids():
+    from psycopg.types.uuid import UUIDBinaryDumper
+
+    from migrator.copytypes import COPY_ADAPTERS, UUID_OID, IdBinaryDumper
+
+    value = uuid.UUID("01645296-a610-7e3c-9d1a-0123456789ab")
+    reference = bytes(UUIDBinaryDumper(uuid.UUID).dump(value))
+    dumper = IdBinaryDumper(int)
+    assert dumper.dump(value.int) == reference and dumper.dump(value) == reference
+    assert COPY_ADAPTERS.get_dumper_by_oid(UUID_OID, psycopg.pq.Format.BINARY).__name__ == "IdBinaryDumper"
+    # psycopg's global adapters are left alone
+    assert psycopg.adapters.get_dumper_by_oid(UUID_OID, psycopg.pq.Format.BINARY).__name__ != "IdBinaryDumper"
 
 
 def test_provider_uuid_accepts_ulid_and_uuid():
