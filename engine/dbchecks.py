@@ -11,6 +11,9 @@ Expression data of a rule (for ``for_each``, ``when``, ``vars``, ``downgrade``, 
 * ``params``: the query parameters (:meth:`DbFacts.params`); ``flags``: command options;
 * a ``-- shape: detail`` query: ``count`` (total), ``samples`` (at most 20, sorted) and ``groups``
   (``[{grp, count, samples}]`` sorted by ``grp``); any other query: ``rows``;
+* a rule with ``part: NAME`` shares its detail query with other rules (one scan of a large table for
+  all of them, run once per check): it sees only the groups ``NAME`` (as ``''``) and ``NAME/x`` (as
+  ``x``);
 * a ``predicate``: whatever it returns;
 * with ``for_each``: ``item`` and ``index``; an item carrying ``count``/``samples`` gives the finding's.
 """
@@ -70,13 +73,19 @@ def database_rules(rules_dir: str | None = None) -> list[CheckRule]:
     return [r for r in load_check_rules(rules_dir) if r.scope == "database"]
 
 
-def _shape(rows: list[dict[str, Any]], detail: bool) -> dict[str, Any]:
-    """Expression data from a query result (see the module docstring)."""
+def _shape(rows: list[dict[str, Any]], detail: bool, part: str | None = None) -> dict[str, Any]:
+    """Expression data from a query result (see the module docstring); ``part`` selects a rule's groups
+    of a shared query."""
     if not detail:
         return {"rows": rows}
     groups: dict[Any, dict[str, Any]] = {}
     for row in rows:
-        g = groups.setdefault(row["grp"], {"grp": row["grp"], "count": int(row["count"]), "samples": []})
+        grp = row["grp"]
+        if part is not None:
+            grp = _in_part(grp, part)
+            if grp is None:
+                continue
+        g = groups.setdefault(grp, {"grp": grp, "count": int(row["count"]), "samples": []})
         if row["sample"] is not None:
             g["samples"].append(str(row["sample"]))
     ordered = [groups[k] for k in sorted(groups, key=str)]
@@ -86,6 +95,19 @@ def _shape(rows: list[dict[str, Any]], detail: bool) -> dict[str, Any]:
     return {"groups": ordered, "count": sum(g["count"] for g in ordered), "samples": samples}
 
 
+def _in_part(grp: Any, part: str) -> str | None:
+    """The group key within ``part`` (``part`` → ``''``, ``part/x`` → ``x``), None for another part's."""
+    grp = str(grp)
+    if grp == part:
+        return ""
+    return grp[len(part) + 1:] if grp.startswith(part + "/") else None
+
+
+def _query_key(rule: CheckRule, params: dict[str, Any]) -> str:
+    """Rules naming the same query with the same parameters share one run of it."""
+    return f"{rule.raw['query']}|{sorted((k, repr(v)) for k, v in params.items())}"
+
+
 class _Runner:
     """Evaluates rules against the handles; one instance per run."""
 
@@ -93,6 +115,7 @@ class _Runner:
         self.facts = facts
         self.handles = handles
         self.checks_dir = checks_dir
+        self._shared: dict[str, list[dict[str, Any]]] = {}  # rows of queries rules share (`part`)
 
     def base(self) -> dict[str, Any]:
         return {"params": self.facts.params(), "flags": self.facts.flags()}
@@ -111,7 +134,15 @@ class _Runner:
         query = self.query_of(rule, handle)
         if query:
             text, params = query
-            data.update(_shape(handle.query(text, params) if rows is None else rows, text.detail))
+            part = rule.raw.get("part")
+            if part is None:
+                rows = handle.query(text, params) if rows is None else rows
+            else:
+                key = _query_key(rule, params)
+                if rows is None:
+                    rows = self._shared[key] if key in self._shared else handle.query(text, params)
+                self._shared[key] = rows
+            data.update(_shape(rows, text.detail, part))
         name = rule.raw.get("predicate")
         if name:
             if name not in PREDICATES:
@@ -319,7 +350,7 @@ def run_database_checks(facts: DbFacts, *, synapse: DbHandle | None = None, mas:
                 rows = prefetch.rows(_LINKED) if prefetch else None
                 facts.linked_providers = _linked_providers(handles["synapse"], checks_dir, rows)
                 linked_read = True
-            rows = prefetch.rows(rule.id) if prefetch and database == "synapse" else None
+            rows = prefetch.rows(_prefetch_key(runner, rule, handle)) if prefetch and database == "synapse" else None
             result.findings.extend(runner.run_rule(rule, handle, rows))
             result.ran.append(rule.id)
     finally:
@@ -335,16 +366,35 @@ def _start_prefetch(runner: _Runner, handle: DbHandle, rules: list[CheckRule], l
     prefetch = _Prefetch(handle, PARALLEL_QUERIES if len(rules) + linked > 1 else 0)
     if not prefetch.clones:
         return prefetch
-    queries: list[tuple[str, QueryText, dict[str, Any] | None]] = []
+    queries: dict[str, tuple[QueryText, dict[str, Any] | None]] = {}
     for rule in rules:
         try:
             query = runner.query_of(rule, handle)
         except RuleFileError:
             continue  # the serial run reports it at this rule's turn
         if query:
-            queries.append((rule.id, *query))
+            queries.setdefault(_prefetch_key(runner, rule, handle, query), query)
     if linked:
-        queries.append((_LINKED, load_query(runner.checks_dir, _LINKED, handle.dialect), None))
-    for key, text, params in sorted(queries, key=lambda q: -q[1].cost):
+        queries[_LINKED] = (load_query(runner.checks_dir, _LINKED, handle.dialect), None)
+    for key, (text, params) in sorted(queries.items(), key=lambda q: -q[1][0].cost):
         prefetch.submit(key, text, params)
     return prefetch
+
+
+def _prefetch_key(runner: _Runner, rule: CheckRule, handle: DbHandle,
+                  query: tuple[QueryText, dict[str, Any]] | None = None) -> str:
+    """The prefetch key of a rule's query: its id, or the shared query's key for a rule with `part`.
+
+    A shared query's rows are taken (and cached by the runner) by the first of its rules; the others
+    then find them in the runner's cache.
+    """
+    if rule.raw.get("part") is None:
+        return rule.id
+    if query is None:
+        try:
+            query = runner.query_of(rule, handle)
+        except RuleFileError:
+            return rule.id
+        if query is None:
+            return rule.id
+    return _query_key(rule, query[1])

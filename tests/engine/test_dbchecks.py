@@ -330,8 +330,19 @@ def test_side_by_side_and_serial_runs_find_the_same(pg_server, synapse_db, mas_d
         conn.execute("INSERT INTO user_threepids VALUES ('@ghost:example.org', 'msisdn', '4477', 1, 1)")
     synapse, mas = configs(tmp_path)
     opened = _opened_clones(monkeypatch)
+    shared_runs = []
+    real_query = DbHandle.query
+
+    def counting_query(self, sql, params=None):
+        if "One pass over `users`" in sql:
+            shared_runs.append(parallel_now[0])
+        return real_query(self, sql, params)
+
+    monkeypatch.setattr(DbHandle, "query", counting_query)
+    parallel_now = [0]
 
     def run(parallel: int) -> list[tuple]:
+        parallel_now[0] = parallel
         monkeypatch.setattr(dbchecks, "PARALLEL_QUERIES", parallel)
         with open_source(synapse_db, lock=True) as source:
             conn = open_mas(mas_db)
@@ -348,6 +359,8 @@ def test_side_by_side_and_serial_runs_find_the_same(pg_server, synapse_db, mas_d
     assert side_by_side == serial
     assert {"orphan-rows", "case-colliding-usernames", "foreign-server-users", "guests-in-database",
             "non-email-threepids", "mas-provider-not-synced"} <= {f[0] for f in serial}
+    # the four rules that read every user share one query, run once per check in either mode
+    assert shared_runs == [0, 3]
 
 
 def test_a_query_failing_on_a_clone_fails_like_a_serial_run(synapse_db, tmp_path, monkeypatch):

@@ -61,14 +61,25 @@ def test_fragments_are_included_as_sub_queries():
 
 
 def test_detail_queries_are_wrapped_so_the_database_counts_and_samples():
-    text = load_query(CHECKS, "queries/guests.sql", "sqlite")
+    text = load_query(CHECKS, "queries/oauth-delegated-leftovers.sql", "sqlite")
     conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE users (name TEXT, is_guest SMALLINT)")
-    conn.executemany("INSERT INTO users VALUES (?, 1)", [(f"@g{i:02}:x",) for i in range(25, 0, -1)])
+    conn.execute("CREATE TABLE user_external_ids (auth_provider TEXT, external_id TEXT, user_id TEXT)")
+    conn.executemany("INSERT INTO user_external_ids VALUES ('oauth-delegated', ?, ?)",
+                     [(str(i), f"@g{i:02}:x") for i in range(25, 0, -1)])
     rows = conn.execute(text).fetchall()
     assert len(rows) == 20 and {r[1] for r in rows} == {25}
     shaped = _shape([{"grp": g, "count": c, "sample": s} for g, c, s in rows], True)
     assert shaped["count"] == 25 and shaped["samples"] == [f"@g{i:02}:x" for i in range(1, 21)]
+
+
+def test_a_rule_part_sees_only_its_groups_of_a_shared_query():
+    rows = [{"grp": "a", "count": 2, "sample": "x"}, {"grp": "a", "count": 2, "sample": "y"},
+            {"grp": "a/one", "count": 1, "sample": "z"}, {"grp": "ab", "count": 7, "sample": "w"},
+            {"grp": "b", "count": 3, "sample": "v"}]
+    shaped = _shape(rows, True, "a")
+    assert [(g["grp"], g["count"], g["samples"]) for g in shaped["groups"]] == [("", 2, ["x", "y"]), ("one", 1, ["z"])]
+    assert shaped["count"] == 3 and shaped["samples"] == ["x", "y", "z"]
+    assert _shape(rows, True, "c") == {"groups": [], "count": 0, "samples": []}
 
 
 def test_planner_switches_and_cost_hints_are_read_from_their_comment_lines(tmp_path):

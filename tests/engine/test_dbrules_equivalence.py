@@ -85,13 +85,36 @@ FROM emails e WHERE length(e.address) > 254 OR NOT textregexeq(e.address, :email
 UNION ALL
 SELECT 'shared', e.user_id, NULL FROM emails e JOIN shared s ON s.folded = lower(e.address)
 """,
-    "queries/case-colliding-usernames.sql": """
+    # The four rules that read every user share one query; each rule's first formulation is one part.
+    "queries/users-pass.sql": """
 -- shape: detail
 WITH migrated AS (
   SELECT u.name, lower(u.name) AS folded FROM users u WHERE u.appservice_id IS NULL AND u.name IS NOT NULL
 ),
 colliding AS (SELECT folded FROM migrated GROUP BY folded HAVING count(*) > 1)
-SELECT '' AS grp, m.name AS sample, m.folded AS unit FROM migrated m JOIN colliding c ON c.folded = m.folded
+SELECT 'case-colliding-usernames' AS grp, m.name AS sample, m.folded AS unit
+FROM migrated m JOIN colliding c ON c.folded = m.folded
+UNION ALL
+SELECT 'guests-in-database', u.name, NULL FROM users u WHERE u.is_guest <> 0
+UNION ALL
+SELECT 'foreign-server-users', COALESCE(u.name, '(null)'), NULL
+FROM users u
+WHERE u.appservice_id IS NULL
+  AND 1 <> CASE
+    WHEN u.name IS NULL OR length(u.name) < length(CAST(:server_name AS TEXT)) + 2 THEN 0
+    WHEN substr(u.name, 1, 1) <> '@' THEN 0
+    WHEN substr(u.name, length(u.name) - length(CAST(:server_name AS TEXT))) <> ':' || CAST(:server_name AS TEXT) THEN 0
+    WHEN substr(u.name, 2, length(u.name) - length(CAST(:server_name AS TEXT)) - 2) LIKE '%:%' THEN 0
+    ELSE 1
+  END
+UNION ALL
+SELECT 'users-without-login-method', u.name, NULL
+FROM users u
+WHERE u.deactivated = 0 AND u.is_guest = 0 AND u.appservice_id IS NULL
+  AND NOT (:passwords_enabled = 1 AND u.password_hash IS NOT NULL AND length(u.password_hash) = 60
+           AND substr(u.password_hash, 1, 4) IN ('$2a$', '$2b$', '$2y$'))
+  AND NOT EXISTS (SELECT 1 FROM user_external_ids e
+                  WHERE e.user_id = u.name AND e.auth_provider IN (:mapped_providers))
 """,
     "queries/duplicate-upstream-links.sql": """
 -- shape: detail
@@ -103,19 +126,6 @@ WITH links AS (
 dups AS (SELECT auth_provider, external_id FROM links GROUP BY auth_provider, external_id HAVING count(*) > 1)
 SELECT l.auth_provider AS grp, l.user_id AS sample, l.external_id AS unit
 FROM links l JOIN dups d ON d.auth_provider = l.auth_provider AND d.external_id = l.external_id
-""",
-    "queries/foreign-server-users.sql": """
--- shape: detail
-SELECT '' AS grp, COALESCE(u.name, '(null)') AS sample, NULL AS unit
-FROM users u
-WHERE u.appservice_id IS NULL
-  AND 1 <> CASE
-    WHEN u.name IS NULL OR length(u.name) < length(CAST(:server_name AS TEXT)) + 2 THEN 0
-    WHEN substr(u.name, 1, 1) <> '@' THEN 0
-    WHEN substr(u.name, length(u.name) - length(CAST(:server_name AS TEXT))) <> ':' || CAST(:server_name AS TEXT) THEN 0
-    WHEN substr(u.name, 2, length(u.name) - length(CAST(:server_name AS TEXT)) - 2) LIKE '%:%' THEN 0
-    ELSE 1
-  END
 """,
     "queries/linked-auth-providers.sql": """
 SELECT DISTINCT e.auth_provider FROM user_external_ids e
@@ -292,12 +302,17 @@ def test_rewritten_queries_equal_their_reference_on_postgresql_and_sqlite(seed, 
     assert {g["grp"] for g in found["queries/hidden-device-tokens.sql"]["groups"]} == {
         "hidden", "hidden-null", "guest-device"}
     assert {g["grp"] for g in found["queries/invalid-emails.sql"]["groups"]} == {"invalid", "shared"}
-    assert found["queries/case-colliding-usernames.sql"]["count"] > 1
+    users = {g["grp"]: g["count"] for g in found["queries/users-pass.sql"]["groups"]}
+    assert users["case-colliding-usernames"] > 1
     assert found["queries/duplicate-upstream-links.sql"]["count"] > 0
-    assert found["queries/foreign-server-users.sql"]["count"] > 20
+    assert users["foreign-server-users"] > 20
+    assert users["guests-in-database"] > 0 and users["users-without-login-method"] > 0
     linked = [r["auth_provider"] for r in found["queries/linked-auth-providers.sql"]["rows"]]
     assert "oidc-lost" in linked and "oidc-bridge" not in linked
     assert any(g["count"] > 20 for g in found["queries/orphan-rows.sql"]["groups"])
+
+
+USERS_PASS_PARAMS = {"passwords_enabled": 1, "mapped_providers": []}
 
 
 def test_the_sqlite_foreign_server_variant_escapes_nothing_it_should_not(tmp_path):
@@ -306,10 +321,11 @@ def test_the_sqlite_foreign_server_variant_escapes_nothing_it_should_not(tmp_pat
     users = [{"name": n} for n in ("@a:ex_mple%.org", "@b:exAmple%.org", "@c:ex_mpleX.org", "@d:ex_mple%.orgx")]
     path = str(tmp_path / "homeserver.db")
     make_sqlite(path, [], {"users": users})
-    conn = sqlite3.connect(path)
-    text = load_query(CHECKS, "queries/foreign-server-users.sql", "sqlite")
-    rows = conn.execute(text, {"server_name": server}).fetchall()
-    assert sorted(r[2] for r in rows) == ["@b:exAmple%.org", "@c:ex_mpleX.org", "@d:ex_mple%.orgx"]
+    with open_source(path, lock=True) as source:
+        handle = DbHandle.for_synapse(source, Location())
+        text = load_query(CHECKS, "queries/users-pass.sql", "sqlite")
+        shaped = _shape(handle.query(text, dict(USERS_PASS_PARAMS, server_name=server)), True, "foreign-server-users")
+    assert shaped["samples"] == ["@b:exAmple%.org", "@c:ex_mpleX.org", "@d:ex_mple%.orgx"]
 
 
 def test_the_postgresql_foreign_server_query_escapes_like_wildcards(synapse_db):
@@ -320,6 +336,7 @@ def test_the_postgresql_foreign_server_query_escapes_like_wildcards(synapse_db):
             conn.execute("INSERT INTO users (name) VALUES (%s)", (name,))
     with open_source(synapse_db, lock=True) as source:
         handle = DbHandle.for_synapse(source, Location())
-        text = load_query(CHECKS, "queries/foreign-server-users.sql", "postgresql")
-        shaped = _shape(handle.query(text, {"server_name": "ex_mple%.org"}), True)
+        text = load_query(CHECKS, "queries/users-pass.sql", "postgresql")
+        shaped = _shape(handle.query(text, dict(USERS_PASS_PARAMS, server_name="ex_mple%.org")), True,
+                        "foreign-server-users")
     assert shaped["samples"] == ["@b:exAmple%.org", "@c:ex_mpleX.org", "@d:ex_mple%.orgx", "@f:x:ex_mple%.org"]
