@@ -21,7 +21,7 @@
 -- by index.
 -- cost: 0.75
 -- shape: detail
-WITH suspects AS (
+WITH flagged AS (
   SELECT u.name,
          u.is_guest <> 0 AS guest,
          u.appservice_id IS NULL
@@ -37,19 +37,9 @@ WITH suspects AS (
                     AND length(u.password_hash) = 60
                     AND substr(u.password_hash, 1, 4) IN ('$2a$', '$2b$', '$2y$')) AS no_password
   FROM users u
-  WHERE u.is_guest <> 0
-     OR (u.appservice_id IS NULL
-         AND (u.name IS NULL
-              OR u.name NOT LIKE ('@%:' || replace(replace(replace(CAST(:server_name AS TEXT), '!', '!!'), '%', '!%'), '_', '!_'))
-                   ESCAPE '!'
-              OR u.name LIKE ('@%:%:' || replace(replace(replace(CAST(:server_name AS TEXT), '!', '!!'), '%', '!%'), '_', '!_'))
-                   ESCAPE '!'
-              OR u.name <> lower(u.name)
-              OR (u.deactivated = 0 AND u.is_guest = 0
-                  AND NOT (:passwords_enabled = 1
-                           AND u.password_hash IS NOT NULL
-                           AND length(u.password_hash) = 60
-                           AND substr(u.password_hash, 1, 4) IN ('$2a$', '$2b$', '$2y$')))))
+),
+suspects AS MATERIALIZED (
+  SELECT f.* FROM flagged f WHERE f.guest OR f.foreign_id OR f.variant OR f.no_password
 ),
 variants AS (
   SELECT s.name, lower(s.name) AS folded FROM suspects s WHERE s.variant
