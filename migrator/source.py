@@ -59,8 +59,13 @@ class SynapseSource(abc.ABC):
     _user_cols: frozenset[str] = frozenset()
 
     @abc.abstractmethod
+    def batches(self, query: str, params: dict[str, Any] | None = None) -> Iterator[list[tuple]]:
+        """Yield the rows of ``query`` in lists of at most ``batch_size``, never the whole result at once."""
+
     def stream(self, query: str, params: dict[str, Any] | None = None) -> Iterator[tuple]:
         """Yield the rows of ``query`` without holding the whole result in memory."""
+        for rows in self.batches(query, params):
+            yield from rows
 
     def fetchall(self, query: str, params: dict[str, Any] | None = None) -> list[tuple]:
         """All rows of a small query (aggregates, samples)."""
@@ -169,7 +174,7 @@ class PostgresSource(SynapseSource):
     def _convert(query: str) -> str:
         return _PARAM.sub(r"%(\1)s", query.replace("%", "%%"))
 
-    def stream(self, query: str, params: dict[str, Any] | None = None) -> Iterator[tuple]:
+    def batches(self, query: str, params: dict[str, Any] | None = None) -> Iterator[list[tuple]]:
         self._n += 1
         with _read_errors(), self.conn.cursor(name=f"syn2mas_{self._n}") as cur:
             cur.itersize = self.batch_size
@@ -178,7 +183,7 @@ class PostgresSource(SynapseSource):
                 rows = cur.fetchmany(self.batch_size)
                 if not rows:
                     break
-                yield from rows
+                yield rows
 
     def columns(self, table: str) -> set[str]:
         with _read_errors(), self.conn.cursor() as cur:
@@ -260,14 +265,14 @@ class SqliteSource(SynapseSource):
                 hint="stop Synapse, copy the database file together with its -wal file, and point "
                      "--synapse-sqlite at the copy") from None
 
-    def stream(self, query: str, params: dict[str, Any] | None = None) -> Iterator[tuple]:
+    def batches(self, query: str, params: dict[str, Any] | None = None) -> Iterator[list[tuple]]:
         cur = self.conn.execute(query, params or {})
         try:
             while True:
                 rows = cur.fetchmany(self.batch_size)
                 if not rows:
                     break
-                yield from rows
+                yield rows
         finally:
             cur.close()
 
