@@ -47,10 +47,14 @@ class IdFactory:
 
         def make(ms: int, *natural_key: object) -> int:
             mac = copy()
-            if len(natural_key) == 1 and type(natural_key[0]) is str:
-                mac.update(natural_key[0].encode("utf-8", "surrogatepass"))
+            # Parts joined by 0x1F, as text; the common shapes (one part, two texts) take a shortcut.
+            if len(natural_key) == 1:
+                data = natural_key[0] if type(natural_key[0]) is str else str(natural_key[0])
+            elif len(natural_key) == 2 and type(natural_key[0]) is str and type(natural_key[1]) is str:
+                data = natural_key[0] + "\x1f" + natural_key[1]
             else:
-                mac.update("\x1f".join(map(str, natural_key)).encode("utf-8", "surrogatepass"))
+                data = "\x1f".join(map(str, natural_key))
+            mac.update(data.encode("utf-8", "surrogatepass"))
             t = int(ms)
             if not 0 <= t <= MAX_ULID_MS:
                 t = 0 if t < 0 else MAX_ULID_MS
