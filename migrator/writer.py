@@ -64,8 +64,13 @@ def mas_failure(exc: psycopg.Error) -> DatabaseError:
 
 
 def _copy_statement(table: str) -> sql.Composed:
-    """COPY of ``table``'s COPY_COLUMNS from binary data on standard input."""
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+    """COPY of ``table``'s COPY_COLUMNS from binary data on standard input.
+
+    FREEZE: the tables were emptied by TRUNCATE in this transaction (:meth:`MasWriter.open`), so the rows
+    are written frozen and all-visible: no hint-bit writes when MAS first reads them and no freezing
+    vacuum of millions of rows later (and no WAL at all where the server runs with `wal_level=minimal`).
+    """
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY, FREEZE)").format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c, _ in masschema.COPY_COLUMNS[table]))
 
 
@@ -123,6 +128,10 @@ class MasWriter:
             self.fail_hook("checked")
             self._save_definitions()
             self._drop_definitions()
+            # The targets are empty (checked above under ACCESS EXCLUSIVE locks held since): TRUNCATE
+            # changes nothing visible, but gives them new files, which COPY FREEZE requires.
+            self.conn.execute(sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in masschema.TARGET_TABLES)))
             self.fail_hook("dropped")
             return version
         except psycopg.Error as exc:

@@ -24,7 +24,9 @@ from faulthelpers import (KillPoint, Monitor, Proc, db_state, dbname_of, diff_st
 ATTEMPTS = 6
 PHASE_DONE = re.compile(r"phase (\d) [a-z ]+: done")
 LAST_REBUILD = "rebuilding constraint user_terms_user_id_fkey on user_terms"
-LAST_DROP = "DROP INDEX users_username_trgm_idx"  # the last statement before the read phases
+# The last statement before the read phases: the targets, checked empty, are truncated for COPY FREEZE.
+LAST_OPENING = ('TRUNCATE "users", "user_passwords", "user_emails", "user_unsupported_third_party_ids", '
+                '"upstream_oauth_links", "compat_sessions", "compat_access_tokens", "compat_refresh_tokens"')
 USERS_QUERY = "SELECT u.name, u.password_hash"    # phase 1's query
 
 
@@ -128,7 +130,7 @@ def classify(h: Harness, proc: Proc) -> KillPoint:
         p.label = "before-commit"
     elif rebuilding:
         p.label = "rebuild:" + rebuilding[-1].split(" rebuilding ", 1)[1]
-    elif done == 0 and not (mas_q == LAST_DROP and mas.state == "idle in transaction"):
+    elif done == 0 and not (mas_q == LAST_OPENING and mas.state == "idle in transaction"):
         p.label = "opening"
     elif done == 6:
         p.label = "final flush"

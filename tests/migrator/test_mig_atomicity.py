@@ -111,6 +111,9 @@ def test_committed_run_keeps_schema_identical_and_synapse_unchanged(pg_server, s
     assert rows(mas, "SELECT count(*) FROM compat_access_tokens") == [(3,)]
     # ANALYZE ran after the commit
     assert rows(mas, "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'users'") == [(True,)]
+    # COPY FREEZE into the truncated tables: their pages are all-visible at once (no vacuum has run)
+    assert rows(mas, "SELECT relpages > 0 AND relallvisible = relpages FROM pg_class "
+                     "WHERE relname IN ('users', 'compat_access_tokens')") == [(True,), (True,)]
 
 
 def test_dry_run_leaves_nothing_but_reports_everything(pg_server, synapse_db, mas):
