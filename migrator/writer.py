@@ -2,7 +2,8 @@
 
 Order: advisory lock → BEGIN → SET LOCAL maintenance_work_mem → LOCK the eight tables ACCESS EXCLUSIVE
 NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign keys and indexes (read from
-the catalogue) → COPY rows → recreate indexes, then primary/unique keys, then foreign keys → reconcile
+the catalogue) → TRUNCATE the (empty) eight → COPY FREEZE rows → recreate indexes, then primary/unique
+keys, then foreign keys → reconcile
 → COMMIT (or ROLLBACK for a dry run) → unlock → ANALYZE. Any failure before COMMIT rolls back
 everything, DDL included, so MAS is exactly as before.
 
