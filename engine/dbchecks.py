@@ -135,6 +135,10 @@ class _Runner:
         if query:
             text, params = query
             part = rule.raw.get("part")
+            if part is not None and not text.detail:
+                where = rule.where
+                raise RuleFileError(f"rule `{rule.id}`: `part` needs a `-- shape: detail` query, and "
+                                    f"`{rule.raw['query']}` is not one", file=where.file, line=where.line)
             if part is None:
                 rows = handle.query(text, params) if rows is None else rows
             else:

@@ -213,6 +213,20 @@ def test_a_failing_synapse_query_is_a_database_error_not_a_traceback(synapse_db,
         pg.close()
 
 
+def test_a_rule_part_of_a_query_without_detail_shape_is_a_rule_file_error(synapse_db, tmp_path):
+    import copy
+
+    from engine.errors import RuleFileError
+
+    rule = copy.deepcopy(next(r for r in database_rules() if r.id == "guests-in-database"))
+    rule.raw["query"] = "queries/linked-auth-providers.sql"  # plain rows, no groups to take a part of
+    synapse, mas = configs(tmp_path)
+    with open_source(synapse_db, lock=True) as source:
+        with pytest.raises(RuleFileError, match="`part` needs a `-- shape: detail` query"):
+            run_database_checks(build_facts(synapse, mas), rules=[rule],
+                                synapse=DbHandle.for_synapse(source, synapse.locate("database")))
+
+
 def test_pre_migration_hook_refuses_on_the_migrators_own_snapshot(synapse_db, mas_db, tmp_path):
     from migrator.run import MigrateOptions, migrate
 
