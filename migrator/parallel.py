@@ -34,7 +34,7 @@ from psycopg.adapt import Transformer
 from engine.errors import DatabaseError, Syn2MasError
 
 from . import masschema
-from .copytypes import COPY_ADAPTERS
+from .copytypes import COPY_ADAPTERS, wire_types
 from .ids import IdFactory
 from .pipeline import Pipeline
 from .progress import Progress
@@ -91,7 +91,7 @@ class PayloadSink:
         self.batch_size = batch_size
         self._rows: dict[str, list[tuple]] = {t: [] for t in masschema.TARGET_TABLES}
         registry = psycopg.adapters.types
-        self._oids = {t: [registry.get_oid(typ) for _, typ in cols] for t, cols in masschema.COPY_COLUMNS.items()}
+        self._oids = {t: [registry.get_oid(typ) for typ in wire_types(t)] for t in masschema.COPY_COLUMNS}
 
     def add(self, table: str, row: tuple) -> None:
         """Queue one row; a full batch is sent."""

@@ -20,7 +20,7 @@ from engine.errors import DatabaseError
 from . import guards, queries
 from .ids import IdFactory, provider_uuid
 from .parallel import auto_workers, run_parallel
-from .pipeline import EPOCH, Pipeline
+from .pipeline import Pipeline
 from .plan import PlanTarget
 from .progress import Progress
 from .report import ENTITY_TABLES, MigrationReport
@@ -28,6 +28,8 @@ from .samples import Sampler
 from .skipped import RecordingPipeline, SkippedWriter
 from .source import PostgresSource, SynapseSource, open_source
 from .writer import MasWriter, mas_failure
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 log = logging.getLogger("syn2mas.migrator")
 

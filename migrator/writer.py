@@ -23,7 +23,7 @@ from psycopg import sql
 from engine.errors import DatabaseError, Syn2MasError
 
 from . import masschema
-from .copytypes import use_id_dumper
+from .copytypes import use_id_dumper, wire_types
 from .progress import Progress
 
 log = logging.getLogger("syn2mas.migrator")
@@ -197,11 +197,10 @@ class MasWriter:
         rows = self._buffers[table]
         if not rows:
             return
-        cols = masschema.COPY_COLUMNS[table]
         started = time.monotonic()
         try:
             with self.conn.cursor() as cur, cur.copy(_copy_statement(table)) as copy:
-                copy.set_types([t for _, t in cols])
+                copy.set_types(wire_types(table))
                 for row in rows:
                     copy.write_row(row)
         except psycopg.Error as exc:

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from engine.errors import DatabaseError
 from migrator.guards import MigrationRefused
 from migrator.writer import MasRefused
 from mighelpers import PROVIDER_ULID, RUN_START, RUN_START_MS, add_provider, execute, rows, run
@@ -470,6 +471,15 @@ def test_39_negative_timestamps_clamp_ulid_time(synapse_db, mas):
     (tid, tcreated) = rows(mas, "SELECT compat_access_token_id, created_at FROM compat_access_tokens")[0]
     assert tid.bytes[:6] == bytes(6) and tcreated == ts(-9000)
     assert rows(mas, "SELECT created_at FROM compat_sessions") == [(ts(0),)]
+
+
+def test_39b_timestamp_beyond_year_9999_stops_with_its_column(synapse_db, mas):
+    seed(synapse_db, user())
+    device(synapse_db, last_seen=str(10**15))  # year 33658
+    with pytest.raises(DatabaseError) as exc:
+        run(synapse_db, mas)
+    assert "devices.last_seen is out of range" in exc.value.message
+    assert nothing_written(mas)
 
 
 def test_40_synapse_only_flags_not_migrated(synapse_db, mas):
