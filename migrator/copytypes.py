@@ -1,7 +1,7 @@
 """psycopg adapters and wire types for the binary COPY of MAS rows.
 
 The pipeline hands COPY values already in their PostgreSQL binary form wherever that saves a Python
-object per value (data-migration.md §12.3):
+object per value:
 
 - ids are the 128-bit integers of their UUIDs (migrator/ids.py), written by :class:`IdBinaryDumper`,
   registered by the `uuid` oid;

@@ -47,7 +47,7 @@ def inet_wire(value: str | None) -> tuple[bytes | None, bool]:
 
     The common case, a dotted-quad IPv4 address, is converted by the C library's ``inet_pton``, which
     accepts exactly the IPv4 forms :func:`parse_ip` does (four decimal octets up to 255, no leading
-    zeros, nothing else; tests/migrator/test_ipaddr_wire.py compares the two): ten times faster than the
+    zeros, nothing else; tests/migrator/test_copy_wire.py compares the two): ten times faster than the
     pattern and an ``IPv4Address``. Everything it refuses goes through :func:`parse_ip`.
     """
     try:
