@@ -54,6 +54,8 @@ AUTO_MIN_USERS = 20_000
 MAX_AUTO_WORKERS = 8
 # A worker reports progress every this many rows.
 TICK_ROWS = 4096
+# A worker sends a table's rows once its binary COPY data reaches this size.
+PAYLOAD_BYTES = 2 << 20
 
 
 def auto_workers(source: Any) -> int:
@@ -78,50 +80,67 @@ class WorkerSettings:
     ignore_missing_providers: bool
     sample_size: int
     sample_seed: int
-    batch_size: int
     parts: int
 
 
 # -- the worker side ---------------------------------------------------------------------------------
 class PayloadSink:
-    """Buffers rows per MAS table and sends each full batch as one binary COPY payload."""
+    """Formats each row at once into its table's binary COPY payload; sends a payload once it holds
+    ``payload_bytes`` bytes (and every unsent one at :meth:`flush_all`).
 
-    def __init__(self, pipe: Connection, batch_size: int):
+    Rows are not kept as tuples: a payload holds about 100 bytes per row instead of several hundred of
+    Python objects, so payloads can be large, and each one is one COPY statement in the main process
+    (2 MiB, about 20,000 rows, instead of 5,000 rows: a quarter of the statements).
+    """
+
+    def __init__(self, pipe: Connection, payload_bytes: int = PAYLOAD_BYTES):
         self.pipe = pipe
-        self.batch_size = batch_size
-        self._rows: dict[str, list[tuple]] = {t: [] for t in masschema.TARGET_TABLES}
+        self.payload_bytes = payload_bytes
         registry = psycopg.adapters.types
-        self._oids = {t: [registry.get_oid(typ) for typ in wire_types(t)] for t in masschema.COPY_COLUMNS}
+        self._transformers: dict[str, Transformer] = {}
+        for table in masschema.TARGET_TABLES:
+            transformer = Transformer(COPY_ADAPTERS)
+            transformer.set_dumper_types([registry.get_oid(typ) for typ in wire_types(table)],
+                                         psycopg.pq.Format.BINARY)
+            self._transformers[table] = transformer
+        self._open: dict[str, _Payload] = {}
 
     def add(self, table: str, row: tuple) -> None:
-        """Queue one row; a full batch is sent."""
-        rows = self._rows[table]
-        rows.append(row)
-        if len(rows) >= self.batch_size:
-            self.flush(table)
+        """Format one row into ``table``'s payload; a full payload is sent."""
+        payload = self._open.get(table)
+        if payload is None:
+            payload = self._open[table] = _Payload(self._transformers[table])
+        chunk = payload.write_row(row)
+        if chunk:  # the formatter hands out its buffer in pieces of 32 KiB
+            payload.chunks.append(chunk)
+            payload.size += len(chunk)
+            if payload.size >= self.payload_bytes:
+                self.flush(table)
 
     def flush(self, table: str) -> None:
-        """Send the queued rows of ``table`` (nothing when there are none)."""
-        rows = self._rows[table]
-        if not rows:
-            return
-        self.pipe.send(("copy", table, encode_rows(rows, self._oids[table])))
-        self._rows[table] = []
+        """Send ``table``'s payload (nothing when it holds no row)."""
+        payload = self._open.pop(table, None)
+        if payload is not None:
+            payload.chunks.append(payload.end())
+            self.pipe.send(("copy", table, b"".join(payload.chunks)))
 
     def flush_all(self) -> None:
-        """Send every queued row."""
+        """Send every payload that holds rows."""
         for table in masschema.TARGET_TABLES:
             self.flush(table)
 
 
-def encode_rows(rows: list[tuple], oids: list[int]) -> bytes:
-    """Complete binary COPY data (signature, rows, trailer) of ``rows`` with column types ``oids``."""
-    transformer = Transformer(COPY_ADAPTERS)
-    transformer.set_dumper_types(oids, psycopg.pq.Format.BINARY)
-    formatter = BinaryFormatter(transformer)
-    chunks = [formatter.write_row(row) for row in rows]
-    chunks.append(formatter.end())
-    return b"".join(chunks)
+class _Payload:
+    """The binary COPY data (signature, rows, trailer) of one table's rows, built as they come."""
+
+    __slots__ = ("chunks", "end", "size", "write_row")
+
+    def __init__(self, transformer: Transformer):
+        formatter = BinaryFormatter(transformer)
+        self.write_row = formatter.write_row
+        self.end = formatter.end
+        self.chunks: list[bytes] = []
+        self.size = 0
 
 
 class ForwardingProgress(Progress):
@@ -228,7 +247,7 @@ def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
             source._user_cols = settings.user_columns
             report = MigrationReport(mode="worker", run_start=None, server_name=settings.server_name)  # type: ignore[arg-type]
             sampler = Sampler(settings.sample_size, settings.sample_seed)
-            sink = PayloadSink(pipe, settings.batch_size)
+            sink = PayloadSink(pipe)
             progress = ForwardingProgress(pipe)
             pipeline = Pipeline(source, ids=IdFactory(settings.id_key), report=report, sink=sink,
                                 mapping=settings.mapping, server_name=settings.server_name,

@@ -50,7 +50,7 @@ class MigrateOptions:
     sample_seed: int = 0
     id_key: bytes | None = None
     run_start: datetime | None = None
-    batch_size: int = 5000
+    batch_size: int = 5000  # rows per COPY when reading in this process (workers send payloads by size)
     progress_interval: float = 5.0
     # Reader processes for a PostgreSQL source (migrator/parallel.py); None: one per CPU for large
     # databases, 1: read in this process.
@@ -135,8 +135,7 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
                              settings=dict(id_key=id_key, mapping=kwargs["mapping"], server_name=options.server_name,
                                            run_start_ms=kwargs["run_start_ms"],
                                            ignore_missing_providers=options.ignore_missing_providers,
-                                           sample_size=sampler.size, sample_seed=options.sample_seed,
-                                           batch_size=options.batch_size))
+                                           sample_size=sampler.size, sample_seed=options.sample_seed))
                 report.anomalies["unpaired-refresh-token"] += int(
                     src.scalar(queries.UNPAIRED_REFRESH_TOKENS) or 0)
                 pipeline = None
