@@ -122,7 +122,8 @@ class PayloadSink:
         payload = self._open.pop(table, None)
         if payload is not None:
             payload.chunks.append(payload.end())
-            self.pipe.send(("copy", table, b"".join(payload.chunks)))
+            self.pipe.send(("copy", table))
+            self.pipe.send_bytes(b"".join(payload.chunks))
 
     def flush_all(self) -> None:
         """Send every payload that holds rows."""
@@ -276,6 +277,15 @@ def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
 
 
 # -- the main side -----------------------------------------------------------------------------------
+def _receive(pipe: Connection, part: int, read: Any) -> Any:
+    """``read()`` from worker ``part``'s pipe; a worker gone before it finished is a clear error."""
+    try:
+        return read()
+    except EOFError:
+        raise DatabaseError(f"parallel worker {part} ended without finishing; nothing was committed",
+                            hint="run the migration again, or with --workers 1") from None
+
+
 class PhaseBoard:
     """Merges the workers' progress into the usual per-phase lines (the oldest unfinished phase)."""
 
@@ -339,15 +349,10 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
             pipes[receive] = part
         while pipes:
             for pipe in wait(list(pipes)):
-                try:
-                    message = pipe.recv()
-                except EOFError:
-                    raise DatabaseError(f"parallel worker {pipes[pipe]} ended without finishing; "
-                                        "nothing was committed",
-                                        hint="run the migration again, or with --workers 1") from None
+                message = _receive(pipe, pipes[pipe], pipe.recv)
                 kind = message[0]
-                if kind == "copy":
-                    writer.write_payload(message[1], message[2])
+                if kind == "copy":  # the payload follows as raw bytes (no pickled copy of it)
+                    writer.write_payload(message[1], _receive(pipe, pipes[pipe], pipe.recv_bytes))
                 elif kind == "tick":
                     board.tick(message[1], message[2])
                 elif kind == "phase":

@@ -20,7 +20,8 @@ class Collector(threading.Thread):
     def run(self) -> None:
         try:
             while True:
-                self.messages.append(self.receiver.recv())
+                kind, table = self.receiver.recv()
+                self.messages.append((kind, table, self.receiver.recv_bytes()))  # as the main process reads
         except EOFError:
             pass
 
