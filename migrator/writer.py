@@ -85,6 +85,25 @@ class SavedDefinitions:
     indexes: list[tuple[str, str]] = field(default_factory=list)           # (name, CREATE INDEX ...)
 
 
+def committed_after_lost_connection(uri: str, backend_pid: int, *, wait_s: float = 30.0) -> bool | None:
+    """Whether a migration whose connection was lost during COMMIT got committed (None: unknown).
+
+    Its server process is waited for first: it finishes a COMMIT it has received whatever happened to
+    the client, so the tables are only looked at once it is gone. They were checked empty under the
+    migration's locks, so rows in `users` mean that its COMMIT went through.
+    """
+    try:
+        with psycopg.connect(uri, autocommit=True, connect_timeout=10, application_name="syn2mas-probe") as conn:
+            deadline = time.monotonic() + wait_s
+            while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend_pid,)).fetchone():
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.1)
+            return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()[0])
+    except psycopg.Error:
+        return None
+
+
 class MasWriter:
     """Streams rows into the eight MAS tables inside a single transaction."""
 
@@ -264,11 +283,29 @@ class MasWriter:
     def finish(self, commit: bool) -> None:
         """COMMIT (real run) or ROLLBACK (dry run), release the lock; ANALYZE after a commit."""
         self.fail_hook("before-commit")
+        backend = self.conn.info.backend_pid
         try:
             self.conn.execute("COMMIT" if commit else "ROLLBACK")
         except psycopg.Error as exc:
+            lost = self.conn.broken
             self.abort()
-            raise DatabaseError(f"COMMIT failed: {describe(exc)}; nothing was committed") from None
+            if not (commit and lost):
+                raise DatabaseError(f"COMMIT failed: {describe(exc)}; nothing was committed") from None
+            # The server may have committed before the connection went: ask it.
+            committed = committed_after_lost_connection(self.uri, backend)
+            if committed is None:
+                raise DatabaseError(
+                    f"the connection to the MAS database was lost during COMMIT ({describe(exc)}), and whether "
+                    "the migration was committed could not be found out",
+                    hint="if MAS's `users` table now holds rows, the migration was committed: run ANALYZE on the "
+                         "MAS database and `syn2mas verify`; if it is empty, run the migration again") from None
+            if not committed:
+                raise DatabaseError(f"the connection to the MAS database was lost during COMMIT ({describe(exc)}); "
+                                    "nothing was committed (MAS's tables are still empty)",
+                                    hint="check the MAS database server, then run the migration again") from None
+            log.warning("the connection to the MAS database was lost during COMMIT, but the migration was "
+                        "committed; run ANALYZE on the MAS database, then `syn2mas verify`")
+            return
         self._unlock()
         if commit:
             try:
