@@ -5,7 +5,8 @@ NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign k
 the catalogue) → TRUNCATE the (empty) eight → COPY FREEZE rows → recreate indexes, then primary/unique
 keys, then foreign keys → reconcile
 → COMMIT (or ROLLBACK for a dry run) → unlock → ANALYZE. Any failure before COMMIT rolls back
-everything, DDL included, so MAS is exactly as before.
+everything, DDL included, so MAS is exactly as before. A connection lost during COMMIT itself leaves the
+outcome open: the server may have committed; :func:`committed_after_lost_connection` finds out.
 
 Error messages never quote PostgreSQL's DETAIL (a unique violation there would print a token).
 """
