@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,8 @@ class DbHandle:
         handle = cls("synapse", source.kind, source.conn, location, source)
         if source.kind == "sqlite":
             source.conn.create_function("textregexeq", 2, textregexeq, deterministic=True)
+            if sqlite3.sqlite_version_info < (3, 43, 0):  # SQLite has its own octet_length from 3.43
+                source.conn.create_function("octet_length", 1, octet_length, deterministic=True)
         return handle
 
     @classmethod
@@ -165,3 +168,15 @@ def textregexeq(value: Any, pattern: Any) -> int | None:
     if value is None or pattern is None:
         return None
     return 1 if re.search(str(pattern), str(value)) else 0
+
+
+def octet_length(value: Any) -> int | None:
+    """PostgreSQL's ``octet_length`` for SQLite before 3.43: bytes of a text's UTF-8 (or of a blob).
+
+    NULL for NULL; other values (numbers) count the bytes of their text form, as SQLite's own does.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return len(value)
+    return len(str(value).encode("utf-8", "surrogatepass"))

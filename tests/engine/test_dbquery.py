@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from engine.dbchecks import _shape
-from engine.dbhandles import textregexeq
+from engine.dbhandles import octet_length, textregexeq
 from engine.dbquery import SAMPLE_LIMIT, expand_lists, load_query, plain, used_params
 from engine.errors import RuleFileError
 from engine.rulefiles import default_rules_dir
@@ -52,6 +52,14 @@ def test_sqlite_gets_a_sqlite_variant_when_one_exists(tmp_path):
 def test_textregexeq_on_sqlite_follows_postgresqls_operator():
     assert textregexeq("a@b.org", "^[^@]+@") == 1 and textregexeq("ab", "@") == 0
     assert textregexeq(None, "x") is None and textregexeq("x", None) is None
+
+
+def test_octet_length_for_old_sqlite_counts_bytes_as_postgresql_does(synapse_db):
+    values = ["", "abc", "j\u00fcrgen", "\U0001f600x", "$2b$12$" + "\u00e9" * 26 + "x"]
+    with psycopg.connect(synapse_db) as conn:
+        want = [conn.execute("SELECT octet_length(CAST(%s AS TEXT))", (v,)).fetchone()[0] for v in values]
+    assert [octet_length(v) for v in values] == want == [0, 3, 7, 5, 60]
+    assert octet_length(None) is None and octet_length(b"\x00\xff") == 2 and octet_length(12) == 2
 
 
 def test_fragments_are_included_as_sub_queries():

@@ -111,7 +111,8 @@ UNION ALL
 SELECT 'users-without-login-method', u.name, NULL
 FROM users u
 WHERE u.deactivated = 0 AND u.is_guest = 0 AND u.appservice_id IS NULL
-  AND NOT (:passwords_enabled = 1 AND u.password_hash IS NOT NULL AND length(u.password_hash) = 60
+  AND NOT (:passwords_enabled = 1 AND u.password_hash IS NOT NULL
+           AND octet_length(u.password_hash) = 60
            AND substr(u.password_hash, 1, 4) IN ('$2a$', '$2b$', '$2y$'))
   AND NOT EXISTS (SELECT 1 FROM user_external_ids e
                   WHERE e.user_id = u.name AND e.auth_provider IN (:mapped_providers))
@@ -165,7 +166,11 @@ def generate(seed: int, server: str = SERVER) -> dict[str, list[dict]]:
             "is_guest": rng.choices([0, 1, 2], weights=[17, 2, 1])[0],
             "deactivated": 1 if rng.random() < 0.1 else 0,
             "password_hash": rng.choice([None, "", "$2b$12$" + "x" * 53, "$2a$12$" + "y" * 53, "$2y$10$" + "z" * 53,
-                                         "$2b$12$short", "{SSHA}abcdef", "$2x$12$" + "w" * 53]),
+                                         "$2b$12$short", "{SSHA}abcdef", "$2x$12$" + "w" * 53,
+                                         # 60 bytes but 34 characters; 60 characters but 113 bytes;
+                                         # a prefix that only a case-blind comparison accepts
+                                         "$2b$12$" + "\u00e9" * 26 + "x", "$2b$12$" + "\u00e9" * 53,
+                                         "$2B$12$" + "v" * 53]),
         }
     users = list(names.values())
     ghosts = [f"@ghost{i}:{server}" for i in range(30)] + [f"@{_cased(rng, 'alice')}:{server}"]

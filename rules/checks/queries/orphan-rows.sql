@@ -2,8 +2,8 @@
 -- exactly, per table. `users.name` is nullable in Synapse's schema, so NOT EXISTS (not NOT IN).
 -- refresh_tokens counts the refresh tokens of phase-5 pairs; devices counts non-hidden devices.
 --
--- The missing users are found first, with one anti-join per table on user ids only; the rows are
--- then read for those few users. Phase-4 tokens with a device and every phase-5 pair sit on a device
+-- The missing users are found first, with anti-joins on user ids only (threepids and links share
+-- one, whose two sorted inputs PostgreSQL merges); the rows are then read for those few users. Phase-4 tokens with a device and every phase-5 pair sit on a device
 -- row of their own user, so the devices' missing users cover them, and only deviceless tokens need
 -- their own anti-join. The anti-joins merge the user-id indexes of Synapse's schema with
 -- `users_name_key`: half the CPU of hashing a million user ids per table, which the planner prefers;
@@ -12,13 +12,11 @@
 -- cost: 1.2
 -- shape: detail
 WITH missing AS (
-  SELECT 'user_threepids' AS src, t.user_id
-  FROM user_threepids t
-  WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = t.user_id)
-  UNION ALL
-  SELECT 'user_external_ids', e.user_id
-  FROM user_external_ids e
-  WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = e.user_id)
+  SELECT x.src, x.user_id
+  FROM (SELECT 'user_threepids' AS src, t.user_id FROM user_threepids t
+        UNION ALL
+        SELECT 'user_external_ids', e.user_id FROM user_external_ids e) x
+  WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = x.user_id)
   UNION ALL
   SELECT DISTINCT 'devices', d.user_id
   FROM devices d

@@ -4,8 +4,11 @@
 --                               localpart (see below);
 --   case-colliding-usernames    migrated users whose ids are equal after lower-casing, counted per group;
 --   users-without-login-method  active, non-appservice, non-guest users with neither a usable password
---                               (a 60-character bcrypt hash $2a$/$2b$/$2y$, and MAS passwords enabled)
---                               nor a link that is migrated.
+--                               (a bcrypt hash: 60 bytes starting $2a$/$2b$/$2y$, and MAS passwords
+--                               enabled) nor a link that is migrated. Bytes, not characters: a bcrypt
+--                               hash is ASCII, and counting UTF-8 characters cost a third of the scan;
+--                               anchored LIKE prefixes are cheaper than substr (PostgreSQL's LIKE is
+--                               case-sensitive; SQLite's is not, so its variant keeps substr).
 -- Scanning a million users four times cost twice the one scan that keeps the few suspects of all four.
 --
 -- foreign-server-users, PostgreSQL: valid is '@' + a localpart without ':' + ':' + server_name (split at
@@ -33,9 +36,10 @@ WITH flagged AS (
          u.appservice_id IS NULL AND u.name <> lower(u.name) AS variant,
          u.deactivated = 0 AND u.is_guest = 0 AND u.appservice_id IS NULL
            AND NOT (:passwords_enabled = 1
-                    AND u.password_hash IS NOT NULL
-                    AND length(u.password_hash) = 60
-                    AND substr(u.password_hash, 1, 4) IN ('$2a$', '$2b$', '$2y$')) AS no_password
+                    AND u.password_hash IS NOT NULL  -- (NULL would make the flag NULL, not true)
+                    AND octet_length(u.password_hash) = 60
+                    AND (u.password_hash LIKE '$2a$%' OR u.password_hash LIKE '$2b$%'
+                         OR u.password_hash LIKE '$2y$%')) AS no_password
   FROM users u
 ),
 suspects AS MATERIALIZED (

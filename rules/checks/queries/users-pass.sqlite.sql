@@ -34,7 +34,7 @@ WHERE u.deactivated = 0
   AND u.appservice_id IS NULL
   AND NOT (:passwords_enabled = 1
            AND u.password_hash IS NOT NULL
-           AND length(u.password_hash) = 60
+           AND octet_length(u.password_hash) = 60  -- bytes, as the PostgreSQL form
            AND substr(u.password_hash, 1, 4) IN ('$2a$', '$2b$', '$2y$'))
   AND NOT EXISTS (SELECT 1 FROM user_external_ids e
                   WHERE e.user_id = u.name AND e.auth_provider IN (:mapped_providers))
