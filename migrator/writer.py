@@ -291,7 +291,7 @@ class MasWriter:
             lost = self.conn.broken
             self.abort()
             if not (commit and lost):
-                raise DatabaseError(f"COMMIT failed: {describe(exc)}; nothing was committed") from None
+                raise DatabaseError(f"{'COMMIT' if commit else 'ROLLBACK'} failed: {describe(exc)}; nothing was committed") from None
             # The server may have committed before the connection went: ask it.
             committed = committed_after_lost_connection(self.uri, backend)
             if committed is None:

@@ -101,6 +101,21 @@ def test_lost_before_the_server_got_the_commit_reports_nothing_committed(synapse
     assert rows(mas, "SELECT username FROM users") == [("alice",)]
 
 
+def test_a_dry_run_whose_rollback_fails_names_the_rollback(synapse_db, mas):
+    seed(synapse_db)
+
+    def hook(step: str) -> None:
+        if step == "before-commit":
+            execute(mas, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE application_name = 'syn2mas' AND datname = current_database()")
+
+    with pytest.raises(DatabaseError) as exc:
+        run(synapse_db, mas, fail_hook=hook, dry_run=True)
+    assert exc.value.message.startswith("ROLLBACK failed: ") and "nothing was committed" in exc.value.message
+    assert "COMMIT" not in exc.value.message
+    assert rows(mas, "SELECT count(*) FROM users") == [(0,)]
+
+
 def test_lost_after_the_server_committed_reports_success_with_a_warning(synapse_db, mas, caplog):
     seed(synapse_db)
     host, port = urlsplit(mas).hostname, urlsplit(mas).port
