@@ -178,7 +178,9 @@ def generate(seed: int, server: str = SERVER) -> dict[str, list[dict]]:
 
     addresses = ["a@x.org", "A@x.org", "a@X.ORG", "b@y.org", "B@Y.org", "bad", "two@at@x.org", "sp ace@x.org",
                  "u@exa_mple.org", "d@.x.org", "j\u00fcrgen@m\u00fcller.example", "t@localhost",
-                 "x" * 250 + "@x.org", "Q@Q.q", "q@q.Q"] + [f"user{i}@z.org" for i in range(40)] \
+                 "x" * 250 + "@x.org", "Q@Q.q", "q@q.Q",
+                 # more than 254 bytes but not characters; more than 254 characters, not all ASCII
+                 "\u00e9" * 200 + "@x.org", "\u00e9" * 250 + "@x.org"] + [f"user{i}@z.org" for i in range(40)] \
         + [f"User{i}@Z.org" for i in range(0, 40, 3)] + [f"broken{i}" for i in range(25)]
     seen: set[tuple[str, str]] = set()
     threepids = []

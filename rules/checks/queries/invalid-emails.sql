@@ -9,14 +9,18 @@
 -- UNIQUE (medium, address) constraint of Synapse's schema), so all but at most one member are
 -- changed by lower(); the unchanged member, if any, is the folded address itself, found by index.
 -- The user is read only for the rows found.
+-- The 254-character limit is tested on the byte count first: no address has more characters than
+-- bytes, so only the rare long ones pay for counting UTF-8 characters.
 -- cost: 0.7
 -- shape: detail
 WITH suspects AS (
   SELECT t.user_id, t.address, lower(t.address) AS folded,
-         (length(t.address) > 254 OR NOT textregexeq(t.address, :email_pattern)) AS invalid
+         ((octet_length(t.address) > 254 AND length(t.address) > 254)
+          OR NOT textregexeq(t.address, :email_pattern)) AS invalid
   FROM user_threepids t
   WHERE t.medium = 'email'
-    AND (t.address <> lower(t.address) OR length(t.address) > 254 OR NOT textregexeq(t.address, :email_pattern))
+    AND (t.address <> lower(t.address) OR (octet_length(t.address) > 254 AND length(t.address) > 254)
+         OR NOT textregexeq(t.address, :email_pattern))
 ),
 members AS (
   SELECT s.user_id, s.folded FROM suspects s WHERE s.address <> s.folded
