@@ -1,6 +1,6 @@
 """The MAS writer: one connection, one transaction, all or nothing (data-migration.md §14.1).
 
-Order: advisory lock → BEGIN → SET LOCAL maintenance_work_mem → LOCK the eight tables ACCESS EXCLUSIVE
+Order: advisory lock → BEGIN → raise maintenance_work_mem (never lower it) → LOCK the eight tables ACCESS EXCLUSIVE
 NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign keys and indexes (read from
 the catalogue) → TRUNCATE the (empty) eight → COPY FREEZE rows → recreate indexes, then primary/unique
 keys, then foreign keys → reconcile
@@ -139,8 +139,10 @@ class MasWriter:
             self._locked = True
             self.fail_hook("locked")
             self.conn.execute("BEGIN")
-            self.conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(
-                sql.Literal(self.maintenance_work_mem)))
+            # Raised for the index builds, never lowered below what the server's administrator set.
+            self.conn.execute("SELECT set_config('maintenance_work_mem', %(mem)s, true) WHERE "
+                              "pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes(%(mem)s)",
+                              {"mem": self.maintenance_work_mem})
             self._lock_tables()
             failed = masschema.precondition_failure(self.conn, provider_ids)
             if failed:

@@ -1,6 +1,8 @@
 """How the writer rebuilds what it dropped: foreign keys are validated by merging indexes, not hashing."""
 from __future__ import annotations
 
+import psycopg
+
 from migrator.ids import provider_uuid
 from migrator.writer import MasWriter
 from mighelpers import PROVIDER_ULID, rows
@@ -28,3 +30,18 @@ def test_foreign_keys_are_validated_without_hash_joins_and_nothing_else_is_affec
     assert {setting("index", name) for name, _ in saved.indexes} == {"on"}
     assert after == "on"  # reconciliation and everything after it plan as usual
     assert rows(mas, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_index_builds_get_more_maintenance_memory_but_never_less_than_the_server_gives(mas):
+    dbname = mas.rsplit("/", 1)[1]
+    seen = {}
+    for configured in ("64MB", "2GB"):
+        with psycopg.connect(mas, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{dbname}" SET maintenance_work_mem = \'{configured}\'')
+        writer = MasWriter(mas)
+        writer.open([str(provider_uuid(PROVIDER_ULID))])
+        try:
+            seen[configured] = writer.conn.execute("SHOW maintenance_work_mem").fetchone()[0]
+        finally:
+            writer.finish(commit=False)
+    assert seen == {"64MB": "512MB", "2GB": "2GB"}
