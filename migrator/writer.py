@@ -1,7 +1,7 @@
 """The MAS writer: one connection, one transaction, all or nothing (data-migration.md §14.1).
 
-Order: advisory lock → BEGIN → raise maintenance_work_mem (never lower it) → LOCK the eight tables ACCESS EXCLUSIVE
-NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign keys and indexes (read from
+Order: advisory lock → BEGIN → raise maintenance_work_mem (never lower it) → LOCK the eight tables
+ACCESS EXCLUSIVE NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign keys and indexes (read from
 the catalogue) → TRUNCATE the (empty) eight → COPY FREEZE rows → recreate indexes, then primary/unique
 keys, then foreign keys → reconcile
 → COMMIT (or ROLLBACK for a dry run) → unlock → ANALYZE. Any failure before COMMIT rolls back
