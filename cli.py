@@ -87,7 +87,9 @@ def _connection_args(kw: dict):
 @click.option("--report", "report_path", default="syn2mas-migration-report.json", metavar="FILE",
               show_default=True, help="Write the JSON migration report here.")
 @click.option("--report-skipped", metavar="DIR",
-              help="Also write one CSV per entity with the keys of the skipped rows (no secrets; mode 0600).")
+              help="Also write one CSV per entity with the keys of the skipped rows (no secrets; mode 0600). "
+                   "Values are verbatim and device ids are chosen by clients: open the files as text, "
+                   "not as spreadsheet formulas.")
 @click.option("--assume-synapse-stopped", is_flag=True,
               help="Trust that Synapse is stopped when syn2mas cannot prove it (read-only role, SQLite).")
 @click.option("--strict", is_flag=True, help="Refuse (exit 11, nothing written) while unacknowledged warnings exist.")
