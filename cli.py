@@ -98,6 +98,8 @@ def _connection_args(kw: dict):
                    "for 20,000 users or more; 1 reads in the main process).")
 @acknowledgements_option
 @accept_option
+@click.option("--mas-schema", metavar="PATH",
+              help="MAS's published config.schema.json, for the configuration checks (default: $SYN2MAS_MAS_SCHEMA).")
 @click.pass_context
 def migrate(ctx: click.Context, **kw) -> None:
     """Copy users, emails, links, sessions and tokens from Synapse into an empty MAS database, atomically.
@@ -112,7 +114,7 @@ def migrate(ctx: click.Context, **kw) -> None:
         ignore_missing_providers=kw["ignore_missing_auth_providers"],
         assume_synapse_stopped=kw["assume_synapse_stopped"], strict=kw["strict"],
         acknowledgements=kw["acknowledgements"], accept=tuple(kw["accept"]), report_skipped=kw["report_skipped"],
-        workers=kw["workers"])))
+        workers=kw["workers"], mas_schema=kw["mas_schema"])))
 
 
 @main.command()

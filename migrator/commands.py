@@ -125,6 +125,7 @@ class MigrateArgs:
     accept: tuple[str, ...] = ()
     report_skipped: str | None = None
     workers: int | None = None
+    mas_schema: str | None = None
 
 
 def migrate_command(conn: ConnectionArgs, args: MigrateArgs) -> int:
@@ -145,7 +146,7 @@ def migrate_command(conn: ConnectionArgs, args: MigrateArgs) -> int:
         raise ConfigError("`migrate` needs the MAS configuration", hint="pass it with --config FILE")
     checks = MigrationChecks.run(
         list(conn.synapse_configs), list(conn.mas_configs),
-        LintOptions(ignore_missing_auth_providers=args.ignore_missing_providers,
+        LintOptions(ignore_missing_auth_providers=args.ignore_missing_providers, mas_schema=args.mas_schema,
                     acknowledgements=args.acknowledgements, accept=tuple(args.accept)),
         strict=args.strict)
     assert checks.context.mas is not None  # MAS files were given

@@ -15,6 +15,7 @@ import cli
 from migrator.report import ENTITIES
 from migrator.skipped import COLUMNS
 from migrator.writer import MIGRATION_LOCK_KEY, MasRefused
+from tests.conftest import MAS_JSON_SCHEMA
 from mighelpers import add_provider, execute, rows, run, write_configs
 from test_mig_edge_cases import device, refresh, seed, token, user
 
@@ -356,3 +357,23 @@ def test_add_provider_fixture_is_what_the_plan_checks(synapse_db, mas_db):
     assert exc.value.check_id == "mas-provider-not-synced"
     add_provider(mas_db)
     assert run(synapse_db, mas_db, plan=True).entities["links"].migrated == 1
+
+
+# ---------------------------------------------------------------- --mas-schema
+
+
+def test_mas_schema_makes_migrate_validate_the_mas_configuration_first(synapse_db, mas, tmp_path):
+    """With MAS's published schema, the configuration checks of `migrate` are those of `check --mas-schema`:
+    this MAS file has no `secrets` section, which the schema requires, so migrate refuses before any database;
+    a schema path that does not exist is a usage error naming it."""
+    seed_small(synapse_db)
+    hs, mas_yaml = write_configs(tmp_path, mas)
+    before = mas_state(mas)
+    report = tmp_path / "r.json"
+    refused = cli_migrate(hs, mas_yaml, "--mas-schema", MAS_JSON_SCHEMA, "--report", str(report), synapse=synapse_db)
+    assert refused.exit_code == 10, refused.stderr
+    assert "mas-config-invalid" in refused.stderr and "secrets" in refused.stderr
+    missing = cli_migrate(hs, mas_yaml, "--mas-schema", str(tmp_path / "nope.json"), synapse=synapse_db)
+    assert missing.exit_code == 1
+    assert "MAS configuration schema not found" in missing.stderr and "nope.json" in missing.stderr
+    assert mas_state(mas) == before and not report.exists()
