@@ -1,9 +1,9 @@
 """The MAS writer: one connection, one transaction, all or nothing (data-migration.md §14.1).
 
 Order: advisory lock → BEGIN → raise maintenance_work_mem (never lower it) → LOCK the eight tables
-ACCESS EXCLUSIVE NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign keys and indexes (read from
-the catalogue) → TRUNCATE the (empty) eight → COPY FREEZE rows → recreate indexes, then primary/unique
-keys, then foreign keys → reconcile
+ACCESS EXCLUSIVE NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign keys and
+indexes (read from the catalogue) → TRUNCATE the (empty) eight → COPY FREEZE rows → recreate indexes,
+then primary/unique keys, then foreign keys → reconcile
 → COMMIT (or ROLLBACK for a dry run) → unlock → ANALYZE. Any failure before COMMIT rolls back
 everything, DDL included, so MAS is exactly as before. A connection lost during COMMIT itself leaves the
 outcome open: the server may have committed; :func:`committed_after_lost_connection` finds out.
@@ -293,7 +293,8 @@ class MasWriter:
             lost = self.conn.broken
             self.abort()
             if not (commit and lost):
-                raise DatabaseError(f"{'COMMIT' if commit else 'ROLLBACK'} failed: {describe(exc)}; nothing was committed") from None
+                verb = "COMMIT" if commit else "ROLLBACK"
+                raise DatabaseError(f"{verb} failed: {describe(exc)}; nothing was committed") from None
             # The server may have committed before the connection went: ask it.
             committed = committed_after_lost_connection(self.uri, backend)
             if committed is None:

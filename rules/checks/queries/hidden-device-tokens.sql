@@ -9,15 +9,15 @@
 -- plain NOT EXISTS (an anti-join; the fragment's OR form becomes a subplan). `hidden IS NOT FALSE`
 -- is `hidden IS NULL OR hidden = TRUE` in one test (a fifth of the device scan's cost).
 -- Joining every token with every flagged device costs a hash of a million devices probed by millions
--- of tokens. Equal ids have equal lengths, and login device ids (10 letters), cross-signing keys
--- (43 characters) and `guest_device` rarely share one: a token whose device id has no flagged
--- device's length cannot be on a flagged device (lengths in bytes: octet_length does not count UTF-8
--- characters, a third of the scans' cost; syn2mas supplies it to SQLite before 3.43), so usually no token is left to join, and PostgreSQL
--- then skips the hash of the flagged devices altogether. The refresh tokens are pruned by length
--- before their joins: PostgreSQL, which underestimates the pairs' join (its three conditions are
--- correlated), would otherwise test the length only after joining and anti-joining every pair (0.45 s
--- at 1M users); the LIMIT, which no table reaches, keeps the planner from moving the test (a fence
--- both dialects accept, unlike OFFSET 0 alone).
+-- of tokens. Equal ids have equal lengths, and login device ids (10 letters), cross-signing keys (43
+-- characters) and `guest_device` rarely share one: a token whose device id has no flagged device's
+-- length cannot be on a flagged device (lengths in bytes: octet_length does not count UTF-8
+-- characters, a third of the scans' cost; syn2mas supplies it to SQLite before 3.43), so usually no
+-- token is left to join, and PostgreSQL then skips the hash of the flagged devices altogether. The
+-- refresh tokens are pruned by length before their joins: PostgreSQL, which underestimates the pairs'
+-- join (its three conditions are correlated), would otherwise test the length only after joining and
+-- anti-joining every pair (0.45 s at 1M users); the LIMIT, which no table reaches, keeps the planner
+-- from moving the test (a fence both dialects accept, unlike OFFSET 0 alone).
 -- cost: 1.0
 -- shape: detail
 WITH flagged_lengths AS (

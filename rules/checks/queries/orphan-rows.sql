@@ -2,12 +2,13 @@
 -- exactly, per table. `users.name` is nullable in Synapse's schema, so NOT EXISTS (not NOT IN).
 -- refresh_tokens counts the refresh tokens of phase-5 pairs; devices counts non-hidden devices.
 --
--- The missing users are found first, with anti-joins on user ids only (threepids and links share
--- one, whose two sorted inputs PostgreSQL merges); the rows are then read for those few users. Phase-4 tokens with a device and every phase-5 pair sit on a device
--- row of their own user, so the devices' missing users cover them, and only deviceless tokens need
--- their own anti-join. The anti-joins merge the user-id indexes of Synapse's schema with
--- `users_name_key`: half the CPU of hashing a million user ids per table, which the planner prefers;
--- parallel workers would each read all of `users_name_key` again (twice the CPU, no sooner done).
+-- The missing users are found first, with anti-joins on user ids only (threepids and links share one,
+-- whose two sorted inputs PostgreSQL merges); the rows are then read for those few users. Phase-4
+-- tokens with a device and every phase-5 pair sit on a device row of their own user, so the devices'
+-- missing users cover them, and only deviceless tokens need their own anti-join. The anti-joins merge
+-- the user-id indexes of Synapse's schema with `users_name_key`: half the CPU of hashing a million
+-- user ids per table, which the planner prefers; parallel workers would each read all of
+-- `users_name_key` again (twice the CPU, no sooner done).
 -- planner: enable_hashjoin=off, max_parallel_workers_per_gather=0
 -- cost: 1.2
 -- shape: detail
