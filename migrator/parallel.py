@@ -323,7 +323,7 @@ class PhaseBoard:
 
 def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings: dict[str, Any],
                  report: MigrationReport, sampler: Sampler, progress: Progress) -> None:
-    """Run the six phases in ``workers`` processes, writing their rows through ``writer`` (MasWriter).
+    """Run the read phases in ``workers`` processes, writing their rows through ``writer`` (MasWriter).
 
     ``settings`` holds WorkerSettings' run fields (id_key, mapping, server_name, ...). On any failure
     every worker is stopped and the error raised: the caller rolls the MAS transaction back.

@@ -3,8 +3,8 @@
 Streams each phase's query, classifies every row (migrate, or skip with a reason from §14.5), derives
 ids (§5) and hands row tuples to a sink (the MAS writer, or nothing for a plan/verify run). The
 column order of the tuples is ``masschema.COPY_COLUMNS``, timestamps and IP addresses in the binary
-forms of migrator/copytypes.py. Nothing here holds per-user state except the bounded verification
-sample.
+forms of migrator/copytypes.py. Nothing here holds per-user state beyond the current user and device,
+except the bounded verification sample.
 """
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ class NullSink:
 
     def add(self, table: str, row: tuple) -> None:
         """Ignore the row."""
+
+
+# Stands for "no user" or "no device" before the first row: equal to no value a row can hold.
+_NOBODY = object()
 
 
 def ms_to_pg(ms: int, what: str) -> int:
@@ -133,8 +137,8 @@ class Pipeline:
         return DatabaseError(f"a `{table}` row refers to a user that does not exist",
                              hint="run `syn2mas check` (rule orphan-rows) and delete the orphan rows in Synapse")
 
-    def _stream(self, phase: str, table: str, query: str) -> Any:
-        self.progress.phase(phase, self.source.estimate(table))
+    def _stream(self, phase: str, tables: tuple[str, ...], query: str) -> Any:
+        self.progress.phase(phase, sum(self.source.estimate(t) for t in tables))
         tick = self.progress.tick
         for rows in self.source.batches(queries.for_partition(query, self.partition), self.params):
             tick(len(rows))
@@ -142,20 +146,18 @@ class Pipeline:
 
     # -- phases ----------------------------------------------------------------------------------
     def run(self) -> None:
-        """Run the six phases in order (users first; tokens before devices), then the global anomalies."""
+        """Run the read phases in order (users first), then the global anomalies."""
         self.run_phases()
         self.count_unpaired_refresh_tokens()
         self.progress.done()
 
     def run_phases(self) -> None:
-        """The six phases over this pipeline's users (all of them, or its partition)."""
+        """The read phases over this pipeline's users (all of them, or its partition)."""
         self.phase_users()
         self.sampler.freeze()
         self.phase_threepids()
         self.phase_links()
-        self.phase_access_tokens()
-        self.phase_refresh_pairs()
-        self.phase_devices()
+        self.phase_sessions()
 
     def count_unpaired_refresh_tokens(self) -> None:
         """The `unpaired-refresh-token` anomaly: counted once over all refresh tokens."""
@@ -166,7 +168,7 @@ class Pipeline:
         users, passwords = self.entities["users"], self.entities["passwords"]
         query = queries.users_query(self.source.user_columns())
         for name, pw_hash, admin, deactivated, locked, creation_ts, guest, appservice, approved in \
-                self._stream("phase 1 users", "users", query):
+                self._stream("phase 1 users", ("users",), query):
             users.read += 1
             if pw_hash is not None:
                 passwords.read += 1
@@ -209,7 +211,7 @@ class Pipeline:
     def phase_threepids(self) -> None:
         """Phase 2: `user_threepids` → `user_emails` (medium exactly `email`) or unsupported ids."""
         for user, medium, address, added_at, exists, creation_ts, _admin, _guest, _deactivated, appservice in \
-                self._stream("phase 2 threepids", "user_threepids", queries.THREEPIDS):
+                self._stream("phase 2 threepids", ("user_threepids",), queries.THREEPIDS):
             is_email = medium == "email"
             stats = self.entities["emails" if is_email else "unsupported_threepids"]
             stats.read += 1
@@ -236,7 +238,7 @@ class Pipeline:
         """Phase 3: `user_external_ids` → `upstream_oauth_links` through the provider mapping."""
         stats = self.entities["links"]
         for user, provider, subject, exists, creation_ts, _admin, _guest, _deactivated, appservice in \
-                self._stream("phase 3 external ids", "user_external_ids", queries.LINKS):
+                self._stream("phase 3 external ids", ("user_external_ids",), queries.LINKS):
             stats.read += 1
             if appservice:
                 stats.skip("appservice-user")
@@ -260,121 +262,45 @@ class Pipeline:
             if facts:
                 facts.links.add((mas_provider, digest(subject)))
 
-    def _token_times(self, last_validated: int | None, valid_until: int | None) -> tuple[int, int, int | None]:
-        created_ms = int(last_validated) if last_validated is not None else self.run_start_ms
+    def _token_times(self, created_ms: int, valid_until: int | None) -> tuple[int, int | None]:
+        """A migrated token's creation and expiry in binary form (the expiry is checked first)."""
         expires = None
         if valid_until is not None:
             expires = ms_to_pg(valid_until, "access_tokens.valid_until_ms")
             if valid_until < self.run_start_ms:
                 self.anomalies["expired"] += 1
-        return created_ms, ms_to_pg(created_ms, "access_tokens.last_validated"), expires
+        return ms_to_pg(created_ms, "access_tokens.last_validated"), expires
 
-    def phase_access_tokens(self) -> None:
-        """Phase 4: access tokens without refresh token → `compat_access_tokens` (+ deviceless sessions)."""
-        tokens, deviceless = self.entities["access_tokens"], self.entities["deviceless_sessions"]
-        for (tid, user, device_id, token, valid_until, last_validated, puppet, has_device, hidden, first_ms,
-             last_seen, exists, creation_ts, admin, guest, deactivated, appservice) in \
-                self._stream("phase 4 access tokens", "access_tokens", queries.ACCESS_TOKENS):
-            tokens.read += 1
-            if puppet:
-                tokens.skip("puppet-token")
-                continue
-            if device_id is None:
-                deviceless.read += 1
-            reason = session_skip(guest, deactivated, appservice)
-            if reason:
-                tokens.skip(reason)
-                if device_id is None:
-                    deviceless.skip(reason)
-                continue
-            if device_id is not None and not has_device:
-                tokens.skip("device-missing")
-                continue
-            if device_id is not None and hidden:
-                tokens.skip("hidden-device")
-                continue
-            if not exists:
-                raise self._orphan("access_tokens")
-            created_ms, created, expires = self._token_times(last_validated, valid_until)
-            uid = self.user_id(user, creation_ms(creation_ts))
-            if device_id is None:
-                session = self._deviceless_id(created_ms, tid)
-                self.sink.add("compat_sessions", (session, uid, None, None, created,
-                                                  bool(admin), None, None, None))
-                deviceless.migrated += 1
-            else:
-                session = self.device_session_id(user, device_id, first_ms, last_seen)
-            self.sink.add("compat_access_tokens", (self._access_id(created_ms, tid), session,
-                                                   token, created, expires))
-            tokens.migrated += 1
-            facts = self.sampler.get(user)
-            if facts:
-                facts.access_tokens.add(digest(token))
+    def phase_sessions(self) -> None:
+        """Phase 4: devices → device `compat_sessions`; access tokens → `compat_access_tokens` (a
+        deviceless session each when they have no device); kept refresh pairs → also
+        `compat_refresh_tokens`. One stream (queries.SESSIONS): each user's row, then the user's
+        deviceless tokens, then each device followed by its tokens, earliest first.
 
-    def phase_refresh_pairs(self) -> None:
-        """Phase 5: refresh pairs → `compat_access_tokens` + `compat_refresh_tokens` on the device session."""
-        tokens, refresh = self.entities["access_tokens"], self.entities["refresh_tokens"]
-        for (tid, user, device_id, token, valid_until, last_validated, puppet, paired, rid, rtoken, has_device,
-             hidden, superseded, is_latest, first_ms, last_seen, exists, _creation_ts, _admin, guest, deactivated,
-             appservice) in self._stream("phase 5 refresh tokens", "access_tokens", queries.REFRESH_PAIRS):
-            tokens.read += 1
-            if puppet:
-                tokens.skip("puppet-token")
-                continue
-            counts_refresh = bool(paired and is_latest)  # each refresh token is counted on its kept pair's row
+        A device's session is written at its first migrated token, whose time is the earliest of the
+        tokens that decide the session time (§5.2), or, when none comes, once the device's rows end
+        (`last_seen`, else the run start). Only that one device is held.
+        """
+        ent = self.entities
+        tokens, refresh, deviceless, devices = (ent["access_tokens"], ent["refresh_tokens"],
+                                                ent["deviceless_sessions"], ent["devices"])
+        sink_add, sampler_get = self.sink.add, self.sampler.get
+        # The owner of the current rows: its name, whether its `users` row exists, its creation time
+        # (ms), admin flag, and why its sessions are not migrated (None: they are).
+        user: object = _NOBODY
+        exists, created_ms, admin, user_skip = False, 0, False, None
+        # The current device: its key, whether it is hidden, its row while its session waits for a
+        # time (None once written, or when it is not migrated), the earliest deciding token time seen,
+        # and its session id once written.
+        device_key: tuple = (_NOBODY, None)
+        hidden = False
+        held: tuple | None = None
+        first_ms: int | None = None
+        session: int | None = None
 
-            def skip(reason: str) -> None:
-                tokens.skip(reason)
-                if counts_refresh:
-                    refresh.read += 1
-                    refresh.skip(reason)
-
-            reason = session_skip(guest, deactivated, appservice)
-            if reason:
-                skip(reason)
-            elif not paired:
-                skip("refresh-token-missing")
-            elif not has_device:
-                skip("device-missing")
-            elif hidden:
-                skip("hidden-device")
-            elif superseded:
-                skip("refresh-superseded")
-            elif not is_latest:
-                skip("refresh-token-shared")
-            else:
-                if not exists:
-                    raise self._orphan("access_tokens")
-                created_ms, created, expires = self._token_times(last_validated, valid_until)
-                session = self.device_session_id(user, device_id, first_ms, last_seen)
-                access_id = self._access_id(created_ms, tid)
-                self.sink.add("compat_access_tokens", (access_id, session, token, created, expires))
-                self.sink.add("compat_refresh_tokens", (self._refresh_id(created_ms, rid),
-                                                        session, access_id, rtoken, created))
-                tokens.migrated += 1
-                refresh.read += 1
-                refresh.migrated += 1
-                facts = self.sampler.get(user)
-                if facts:
-                    facts.access_tokens.add(digest(token))
-                    facts.refresh_tokens.add(digest(rtoken))
-
-    def phase_devices(self) -> None:
-        """Phase 6: `devices` → device `compat_sessions` (hidden devices skipped; `hidden IS NULL` migrated)."""
-        stats = self.entities["devices"]
-        for (user, device_id, display_name, last_seen, ip, user_agent, hidden, hidden_null, first_ms,
-             exists, creation_ts, admin, guest, deactivated, appservice) in \
-                self._stream("phase 6 devices", "devices", queries.DEVICES):
-            stats.read += 1
-            reason = session_skip(guest, deactivated, appservice)
-            if reason:
-                stats.skip(reason)
-                continue
-            if hidden:
-                stats.skip("hidden-device")
-                continue
-            if not exists:
-                raise self._orphan("devices")
+        def write_session(row: tuple, start_ms: int | None) -> int:
+            """The held device's `compat_sessions` row, at session time ``start_ms`` (None: none seen)."""
+            name, device_id, display_name, last_seen, ip, user_agent, hidden_null, owner_ms, owner_admin = row
             if hidden_null:
                 self.anomalies["hidden-null-device"] += 1
             if device_id == "guest_device":
@@ -382,16 +308,120 @@ class Pipeline:
             # last_seen first: an out-of-range value is reported by its column, not as the session time
             # derived from it
             last_active = ms_to_pg(last_seen, "devices.last_seen") if last_seen is not None else None
-            session = self.device_session_id(user, device_id, first_ms, last_seen)
+            sid = self.device_session_id(name, device_id, start_ms, last_seen)
             address, invalid = inet_wire(ip)
             if invalid:
                 self.anomalies["invalid-ip"] += 1
-            self.sink.add("compat_sessions", (
-                session, self.user_id(user, creation_ms(creation_ts)), device_id, display_name,
-                ms_to_pg(session >> 80, "the device session's start"), bool(admin), last_active, address,
-                user_agent))
-            stats.migrated += 1
-            facts = self.sampler.get(user)
+            sink_add("compat_sessions", (sid, self.user_id(name, owner_ms), device_id, display_name,
+                                         ms_to_pg(sid >> 80, "the device session's start"), owner_admin,
+                                         last_active, address, user_agent))
+            devices.migrated += 1
+            facts = sampler_get(name)
             if facts:
                 facts.devices.add(device_id)
+            return sid
 
+        for (kind, name, device_id, t, tid, token, valid_until, has_refresh, puppet, paired, rid, rtoken,
+             superseded, latest, display_name, last_seen, ip, user_agent, is_hidden, hidden_null, creation_ts,
+             is_admin, guest, deactivated, appservice) in \
+                self._stream("phase 4 devices and tokens", ("users", "devices", "access_tokens"),
+                             queries.SESSIONS):
+            if held is not None and (kind != 2 or name != user):  # the held device has no more tokens
+                write_session(held, first_ms)
+                held = None
+            if kind == 0:
+                user, exists = name, True
+                created_ms = creation_ms(creation_ts)
+                admin = bool(is_admin)
+                user_skip = session_skip(guest, deactivated, appservice)
+                continue
+            if name != user:  # a device or token whose user does not exist
+                user, exists, created_ms, admin, user_skip = name, False, 0, False, None
+
+            if kind == 1:
+                device_key, hidden, first_ms, session = (name, device_id), bool(is_hidden), None, None
+                devices.read += 1
+                if user_skip:
+                    devices.skip(user_skip)
+                elif hidden:
+                    devices.skip("hidden-device")
+                elif not exists:
+                    raise self._orphan("devices")
+                else:
+                    held = (name, device_id, display_name, last_seen, ip, user_agent, hidden_null, created_ms,
+                            admin)
+                continue
+
+            tokens.read += 1
+            if puppet:
+                tokens.skip("puppet-token")
+                continue
+            on_device = device_id is not None and device_key[0] == name and device_key[1] == device_id
+            if has_refresh:
+                counts_refresh = paired and latest  # each refresh token is counted on its kept pair's row
+                if on_device and first_ms is None and counts_refresh and not superseded:
+                    first_ms = t  # a kept pair decides the session time, migrated or not
+                if user_skip:
+                    reason = user_skip
+                elif not paired:
+                    reason = "refresh-token-missing"
+                elif not on_device:
+                    reason = "device-missing"
+                elif hidden:
+                    reason = "hidden-device"
+                elif superseded:
+                    reason = "refresh-superseded"
+                elif not latest:
+                    reason = "refresh-token-shared"
+                else:
+                    reason = None
+                if reason:
+                    tokens.skip(reason)
+                    if counts_refresh:
+                        refresh.read += 1
+                        refresh.skip(reason)
+                    continue
+            else:
+                if on_device and first_ms is None:
+                    first_ms = t  # so does every device token without a refresh token
+                if device_id is None:
+                    deviceless.read += 1
+                if user_skip:
+                    tokens.skip(user_skip)
+                    if device_id is None:
+                        deviceless.skip(user_skip)
+                    continue
+                if device_id is not None and not on_device:
+                    tokens.skip("device-missing")
+                    continue
+                if device_id is not None and hidden:
+                    tokens.skip("hidden-device")
+                    continue
+            if not exists:
+                raise self._orphan("access_tokens")
+            created, expires = self._token_times(t, valid_until)
+            if device_id is None:
+                token_session = self._deviceless_id(t, tid)
+                sink_add("compat_sessions", (token_session, self.user_id(name, created_ms), None, None, created,
+                                             admin, None, None, None))
+                deviceless.migrated += 1
+            else:
+                if held is not None:  # this token is the device's first migrated one: its time is known
+                    session = write_session(held, first_ms)
+                    held = None
+                token_session = session
+            access_id = self._access_id(t, tid)
+            sink_add("compat_access_tokens", (access_id, token_session, token, created, expires))
+            tokens.migrated += 1
+            if has_refresh:
+                sink_add("compat_refresh_tokens", (self._refresh_id(t, rid), token_session, access_id, rtoken,
+                                                   created))
+                refresh.read += 1
+                refresh.migrated += 1
+            facts = sampler_get(name)
+            if facts:
+                facts.access_tokens.add(digest(token))
+                if has_refresh:
+                    facts.refresh_tokens.add(digest(rtoken))
+        if held is not None:
+            write_session(held, first_ms)

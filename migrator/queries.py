@@ -1,9 +1,9 @@
-"""The SQL of the six read phases (data-migration.md §3), valid on PostgreSQL and SQLite.
+"""The SQL of the read phases (data-migration.md §3), valid on PostgreSQL and SQLite.
 
-Each phase is one streamed query that joins what it needs from `users` (flags, creation time) and
-the device session time (earliest migrated token, aggregated in SQL), so the migrator keeps no
-per-user or per-device map in memory. Rows are classified in Python (migrator/pipeline.py); the
-queries select every row of the phase's table so that every skipped row is counted with a reason.
+The six phases of §3 are read by four streamed queries: users, threepids, external ids, and one for
+devices with access and refresh tokens (§3 phases 4-6), so the migrator keeps no per-user or
+per-device map in memory. Rows are classified in Python (migrator/pipeline.py); the queries select
+every row of the phases' tables so that every skipped row is counted with a reason.
 
 Parameters: ``:run_start`` (milliseconds), used for tokens without `last_validated`.
 
@@ -31,62 +31,9 @@ def for_partition(query: str, partition: tuple[int, int] | None) -> str:
     part, parts = partition
     return _MARKER.sub(lambda m: "AND " + partition_condition(m.group(1), part, parts), query)
 
-# The owner's columns, in this order, at the end of the user-dependent phase queries.
+# The owner's columns, in this order, at the end of the threepid and link queries.
 USER_COLS = ("u.name IS NOT NULL, u.creation_ts, u.admin, u.is_guest, u.deactivated, "
              "u.appservice_id IS NOT NULL")
-
-# Access tokens that end up migrated with a device session, and the resulting session time (§5.2).
-# superseded: refresh tokens whose access token was already used (so their predecessor is superseded).
-# refresh_kept: non-puppet device tokens with a refresh token, with their pairing facts; max_id is the
-#   highest access-token id pairing with the same refresh token, user and device (one pair per refresh
-#   token, §3 phase 5). The window runs over these tokens only, not over every token: the others form
-#   their own partitions (refresh_token_id NULL) and all count.
-# device_times: per device, the earliest created_at among the tokens phases 4 and 5 migrate.
-# Only equi-joins on single keys and window/aggregate passes: plans stay hash/sort based at any size.
-_SUPERSEDED_AND_KEPT = """
-WITH superseded AS (
-    SELECT DISTINCT refresh_token_id AS rid FROM access_tokens
-    WHERE used IS TRUE AND refresh_token_id IS NOT NULL
-), refresh_kept AS (
-    SELECT a.user_id, a.device_id, a.id, a.last_validated, r.id AS rid, s.rid AS superseded_rid,
-           MAX(a.id) OVER (PARTITION BY a.refresh_token_id, a.user_id, a.device_id) AS max_id
-    FROM access_tokens a
-    LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id AND r.user_id = a.user_id AND r.device_id = a.device_id
-    LEFT JOIN superseded s ON s.rid = r.next_token_id
-    WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL AND a.refresh_token_id IS NOT NULL
-      /* partition: a.user_id */
-)"""
-
-def _device_times(paired_only: bool) -> str:
-    """The `device_times` CTE: over every device (phases 4 and 6), or, for phase 5 whose tokens sit on
-    few devices, only over the devices that have a token with a refresh token (`pair_devices`).
-
-    For each device it covers, the minimum runs over the same tokens either way, so the session time
-    (and id) is the same in every phase; the full aggregate (a group per device, two million at 1M
-    users, hashed and joined) cost phase 5 most of its time.
-    """
-    pairs = """, pair_devices AS (
-    SELECT DISTINCT a.user_id, a.device_id FROM access_tokens a
-    WHERE a.refresh_token_id IS NOT NULL AND a.device_id IS NOT NULL /* partition: a.user_id */
-)""" if paired_only else ""
-    join = "\n        JOIN pair_devices p ON p.user_id = a.user_id AND p.device_id = a.device_id" if paired_only else ""
-    return pairs + f""", device_times AS (
-    SELECT user_id, device_id, MIN(first_ms) AS first_ms FROM (
-        SELECT a.user_id, a.device_id, COALESCE(a.last_validated, :run_start) AS first_ms
-        FROM access_tokens a{join}
-        WHERE a.puppets_user_id IS NULL AND a.device_id IS NOT NULL AND a.refresh_token_id IS NULL
-          /* partition: a.user_id */
-        UNION ALL
-        SELECT k.user_id, k.device_id, COALESCE(k.last_validated, :run_start)
-        FROM refresh_kept k
-        WHERE k.rid IS NOT NULL AND k.superseded_rid IS NULL AND k.id = k.max_id
-    ) t
-    GROUP BY user_id, device_id
-)
-"""
-
-
-_CTES = _SUPERSEDED_AND_KEPT + _device_times(paired_only=False)
 
 
 def users_query(optional_cols: frozenset[str]) -> str:
@@ -109,46 +56,64 @@ FROM user_external_ids e LEFT JOIN users u ON u.name = e.user_id /* partition: u
 WHERE 1 = 1 /* partition: e.user_id */
 """
 
-# Phase 4: every access token without a refresh token (puppets included, to be counted).
-ACCESS_TOKENS = _CTES + f"""
-SELECT a.id, a.user_id, a.device_id, a.token, a.valid_until_ms, a.last_validated,
-       a.puppets_user_id IS NOT NULL, d.device_id IS NOT NULL, d.hidden IS TRUE, dt.first_ms, d.last_seen,
-       {USER_COLS}
-FROM access_tokens a
-LEFT JOIN users u ON u.name = a.user_id /* partition: u.name */
-LEFT JOIN devices d ON d.user_id = a.user_id AND d.device_id = a.device_id /* partition: d.user_id */
-LEFT JOIN device_times dt ON dt.user_id = a.user_id AND dt.device_id = a.device_id
-WHERE a.refresh_token_id IS NULL /* partition: a.user_id */
-"""
+# Phase 4: every user, device and access token (puppets included, to be counted) in one stream,
+# ordered so that a user's row comes first, then the user's deviceless tokens, then each device
+# followed by its tokens, earliest first. The pipeline (Pipeline.phase_sessions) then knows a device's
+# session time (§5.2: its earliest migrated token) when it reaches the device's first migrated token,
+# with one device row held at a time: no per-device aggregate, no join of tokens to devices or users.
+#
+# The row kinds share one column list (NULL where a kind has no value; a NULL costs PostgreSQL one
+# bit in the sort). The token rows come first in the UNION because PostgreSQL takes a column's type
+# from the first two inputs where they say one; the casts type the device columns there.
+#   0 user:   name, creation_ts, admin, is_guest, deactivated, appservice
+#   1 device: user_id, device_id, display_name, last_seen, ip, user_agent, hidden
+#   2 token:  user_id, device_id, created (last_validated, else the run start), id, token, expiry,
+#             whether it has a refresh token, puppet, and the refresh pairing facts (§3 phase 5):
+#             `paired` (its refresh token exists for the same user and device), the refresh token's
+#             id and token, `superseded` (the refresh token's successor was used), and `latest`
+#             (the highest non-puppet access-token id with the same refresh token, user and device:
+#             the one pair that is kept).
+# The token id, last in the sort, makes the order total, so a run is repeatable.
+SESSION_COLUMNS = ("kind", "user_id", "device_id", "created_ms", "token_id", "token", "valid_until_ms",
+                   "has_refresh", "puppet", "paired", "refresh_token_id", "refresh_token", "superseded",
+                   "latest", "display_name", "last_seen", "ip", "user_agent", "hidden", "hidden_null",
+                   "creation_ts", "admin", "guest", "deactivated", "appservice")
 
-# Phase 5: every access token with a refresh token, with its pairing facts. The window gives, per
-# (refresh token, user, device), the highest non-puppet access-token id: the one pair that is kept.
-REFRESH_PAIRS = _SUPERSEDED_AND_KEPT + _device_times(paired_only=True) + f"""
-SELECT a.id, a.user_id, a.device_id, a.token, a.valid_until_ms, a.last_validated,
-       a.puppets_user_id IS NOT NULL,
+SESSIONS = """
+WITH superseded AS (
+    SELECT DISTINCT refresh_token_id AS rid FROM access_tokens
+    WHERE used IS TRUE AND refresh_token_id IS NOT NULL
+), latest AS (
+    SELECT refresh_token_id AS rid, user_id, device_id,
+           MAX(CASE WHEN puppets_user_id IS NULL THEN id END) AS max_id
+    FROM access_tokens
+    WHERE refresh_token_id IS NOT NULL /* partition: user_id */
+    GROUP BY refresh_token_id, user_id, device_id
+)
+SELECT 2, a.user_id, a.device_id, COALESCE(a.last_validated, :run_start), a.id, a.token, a.valid_until_ms,
+       a.refresh_token_id IS NOT NULL, a.puppets_user_id IS NOT NULL,
        (r.id IS NOT NULL AND r.user_id = a.user_id AND r.device_id = a.device_id) IS TRUE,
-       r.id, r.token, d.device_id IS NOT NULL, d.hidden IS TRUE, s.rid IS NOT NULL,
-       a.id = MAX(CASE WHEN a.puppets_user_id IS NULL THEN a.id END)
-              OVER (PARTITION BY a.refresh_token_id, a.user_id, a.device_id),
-       dt.first_ms, d.last_seen,
-       {USER_COLS}
+       r.id, r.token, s.rid IS NOT NULL, (a.id = l.max_id) IS TRUE,
+       NULL, CAST(NULL AS BIGINT), NULL, NULL, CAST(NULL AS BOOLEAN), CAST(NULL AS BOOLEAN),
+       NULL, NULL, NULL, NULL, NULL
 FROM access_tokens a
-LEFT JOIN users u ON u.name = a.user_id /* partition: u.name */
 LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id
-LEFT JOIN devices d ON d.user_id = r.user_id AND d.device_id = r.device_id
 LEFT JOIN superseded s ON s.rid = r.next_token_id
-LEFT JOIN device_times dt ON dt.user_id = a.user_id AND dt.device_id = a.device_id
-WHERE a.refresh_token_id IS NOT NULL /* partition: a.user_id */
-"""
-
-# Phase 6: every device.
-DEVICES = _CTES + f"""
-SELECT d.user_id, d.device_id, d.display_name, d.last_seen, d.ip, d.user_agent, d.hidden IS TRUE,
-       d.hidden IS NULL, dt.first_ms, {USER_COLS}
+LEFT JOIN latest l ON l.rid = a.refresh_token_id AND l.user_id = a.user_id AND l.device_id = a.device_id
+WHERE 1 = 1 /* partition: a.user_id */
+UNION ALL
+SELECT 0, u.name, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL,
+       u.creation_ts, u.admin, u.is_guest, u.deactivated, u.appservice_id IS NOT NULL
+FROM users u
+WHERE 1 = 1 /* partition: u.name */
+UNION ALL
+SELECT 1, d.user_id, d.device_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       d.display_name, d.last_seen, d.ip, d.user_agent, d.hidden IS TRUE, d.hidden IS NULL,
+       NULL, NULL, NULL, NULL, NULL
 FROM devices d
-LEFT JOIN users u ON u.name = d.user_id /* partition: u.name */
-LEFT JOIN device_times dt ON dt.user_id = d.user_id AND dt.device_id = d.device_id
 WHERE 1 = 1 /* partition: d.user_id */
+ORDER BY 2, 3 NULLS FIRST, 1, 4, 5
 """
 
 # Refresh tokens no access token pairs with (informational anomaly).

@@ -41,9 +41,9 @@ _USERS_POSITIONS = {"user_id": 0}
 _POSITIONS: dict[str, dict[str, int]] = {
     queries.THREEPIDS: {"user_id": 0, "medium": 1},
     queries.LINKS: {"user_id": 0, "provider": 1},
-    queries.ACCESS_TOKENS: {"access_token_id": 0, "user_id": 1, "device_id": 2},
-    queries.REFRESH_PAIRS: {"access_token_id": 0, "user_id": 1, "device_id": 2, "refresh_token_id": 8},
-    queries.DEVICES: {"user_id": 0, "device_id": 1},
+    queries.SESSIONS: {key: queries.SESSION_COLUMNS.index(column) for key, column in (
+        ("user_id", "user_id"), ("device_id", "device_id"), ("access_token_id", "token_id"),
+        ("refresh_token_id", "refresh_token_id"))},
 }
 _SUFFIX = ".partial"
 
@@ -136,9 +136,9 @@ class RecordingPipeline(Pipeline):
         self._current: tuple = ()
         self._positions: dict[str, int] = {}
 
-    def _stream(self, phase: str, table: str, query: str) -> Any:
-        self._positions = _USERS_POSITIONS if table == "users" else _POSITIONS[query]
-        for row in super()._stream(phase, table, query):
+    def _stream(self, phase: str, tables: tuple[str, ...], query: str) -> Any:
+        self._positions = _USERS_POSITIONS if tables == ("users",) else _POSITIONS[query]
+        for row in super()._stream(phase, tables, query):
             self._current = row
             yield row
 

@@ -301,6 +301,31 @@ def test_24_several_tokens_one_session_earliest_time(synapse_db, mas):
     assert count(mas, "compat_access_tokens", f"compat_session_id = '{sid}'") == 3
 
 
+def test_24_skipped_tokens_do_not_decide_the_session_time(synapse_db, mas):
+    """A superseded pair, a shared pair's lower access token and a puppet token are earlier than the
+    migrated tokens; the session time is the earliest migrated token (§5.2), and a device whose only
+    token is skipped takes its `last_seen`."""
+    seed(synapse_db, user())
+    device(synapse_db, last_seen="1750000000000")
+    refresh(synapse_db, 2)
+    refresh(synapse_db, 1, next_id="2")
+    token(synapse_db, 1, refresh="1", last_validated="1000")            # superseded by the use of token 2
+    token(synapse_db, 2, refresh="2", used="true", last_validated="5000")
+    refresh(synapse_db, 3)
+    token(synapse_db, 3, refresh="3", last_validated="2000")            # shared: token 4 keeps the pair
+    token(synapse_db, 4, refresh="3", last_validated="6000")
+    token(synapse_db, 5, last_validated="500", puppets="@admin:example.org")
+    device(synapse_db, device_id="QUIET", last_seen="1760000000000")
+    token(synapse_db, 6, device_id="QUIET", last_validated="100", puppets="@admin:example.org")
+    r = run(synapse_db, mas)
+    times = dict(rows(mas, "SELECT device_id, created_at FROM compat_sessions"))
+    assert times == {"DEV": ts(5000), "QUIET": ts(1760000000000)}
+    assert sorted(t for (t,) in rows(mas, "SELECT access_token FROM compat_access_tokens")) == \
+        ["syt_token_2", "syt_token_4"]
+    assert r.entities["access_tokens"].skipped == {"refresh-superseded": 1, "refresh-token-shared": 1,
+                                                   "puppet-token": 2}
+
+
 def test_25_superseded_pair_skipped(synapse_db, mas):
     seed(synapse_db, user())
     device(synapse_db)
