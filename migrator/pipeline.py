@@ -323,7 +323,7 @@ class Pipeline:
 
         for (kind, name, device_id, t, tid, token, valid_until, has_refresh, puppet, paired, rid, rtoken,
              superseded, latest, display_name, last_seen, ip, user_agent, is_hidden, hidden_null, creation_ts,
-             is_admin, guest, deactivated, appservice) in \
+             is_admin, guest, deactivated, appservice, has_device_id) in \
                 self._stream("phase 4 devices and tokens", ("users", "devices", "access_tokens"),
                              queries.SESSIONS):
             if held is not None and (kind != 2 or name != user):  # the held device has no more tokens
@@ -352,6 +352,8 @@ class Pipeline:
                             admin)
                 continue
 
+            if not has_device_id:
+                device_id = None  # the stream sorts it as ''
             tokens.read += 1
             if puppet:
                 tokens.skip("puppet-token")

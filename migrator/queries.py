@@ -73,11 +73,15 @@ WHERE 1 = 1 /* partition: e.user_id */
 #             id and token, `superseded` (the refresh token's successor was used), and `latest`
 #             (the highest non-puppet access-token id with the same refresh token, user and device:
 #             the one pair that is kept).
-# The token id, last in the sort, makes the order total, so a run is repeatable.
+# A user's row and deviceless tokens sort with the device id '' (`has_device_id` tells the tokens apart),
+# so the user's row comes first in both dialects without relying on where NULLs sort (a NULLS FIRST
+# would need SQLite 3.30) or on an extra sort key (15 % more sorting time at 1M users). A device whose
+# id is '' sorts among them, after the user's row, as the pipeline needs. The token id, last in the
+# sort, makes the order total, so a run is repeatable.
 SESSION_COLUMNS = ("kind", "user_id", "device_id", "created_ms", "token_id", "token", "valid_until_ms",
                    "has_refresh", "puppet", "paired", "refresh_token_id", "refresh_token", "superseded",
                    "latest", "display_name", "last_seen", "ip", "user_agent", "hidden", "hidden_null",
-                   "creation_ts", "admin", "guest", "deactivated", "appservice")
+                   "creation_ts", "admin", "guest", "deactivated", "appservice", "has_device_id")
 
 SESSIONS = """
 WITH superseded AS (
@@ -90,30 +94,30 @@ WITH superseded AS (
     WHERE refresh_token_id IS NOT NULL /* partition: user_id */
     GROUP BY refresh_token_id, user_id, device_id
 )
-SELECT 2, a.user_id, a.device_id, COALESCE(a.last_validated, :run_start), a.id, a.token, a.valid_until_ms,
+SELECT 2, a.user_id, COALESCE(a.device_id, ''), COALESCE(a.last_validated, :run_start), a.id, a.token, a.valid_until_ms,
        a.refresh_token_id IS NOT NULL, a.puppets_user_id IS NOT NULL,
        (r.id IS NOT NULL AND r.user_id = a.user_id AND r.device_id = a.device_id) IS TRUE,
        r.id, r.token, s.rid IS NOT NULL, (a.id = l.max_id) IS TRUE,
        NULL, CAST(NULL AS BIGINT), NULL, NULL, CAST(NULL AS BOOLEAN), CAST(NULL AS BOOLEAN),
-       NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, a.device_id IS NOT NULL
 FROM access_tokens a
 LEFT JOIN refresh_tokens r ON r.id = a.refresh_token_id
 LEFT JOIN superseded s ON s.rid = r.next_token_id
 LEFT JOIN latest l ON l.rid = a.refresh_token_id AND l.user_id = a.user_id AND l.device_id = a.device_id
 WHERE 1 = 1 /* partition: a.user_id */
 UNION ALL
-SELECT 0, u.name, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT 0, u.name, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL,
-       u.creation_ts, u.admin, u.is_guest, u.deactivated, u.appservice_id IS NOT NULL
+       u.creation_ts, u.admin, u.is_guest, u.deactivated, u.appservice_id IS NOT NULL, NULL
 FROM users u
 WHERE 1 = 1 /* partition: u.name */
 UNION ALL
 SELECT 1, d.user_id, d.device_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        d.display_name, d.last_seen, d.ip, d.user_agent, d.hidden IS TRUE, d.hidden IS NULL,
-       NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, TRUE
 FROM devices d
 WHERE 1 = 1 /* partition: d.user_id */
-ORDER BY 2, 3 NULLS FIRST, 1, 4, 5
+ORDER BY 2, 3, 1, 4, 5
 """
 
 # Refresh tokens no access token pairs with (informational anomaly).

@@ -326,6 +326,21 @@ def test_24_skipped_tokens_do_not_decide_the_session_time(synapse_db, mas):
                                                    "puppet-token": 2}
 
 
+def test_24_empty_device_id_beside_deviceless_tokens(synapse_db, mas):
+    """The read stream sorts deviceless tokens under the device id '' (migrator/queries.py): a real device
+    whose id is '' keeps its own session and time, and the deviceless token still gets its own session."""
+    seed(synapse_db, user())
+    device(synapse_db, device_id="", last_seen="1750000000000")
+    token(synapse_db, 1, device_id="", last_validated="3000")
+    token(synapse_db, 2, device_id=None, last_validated="1000")
+    token(synapse_db, 3, device_id="", last_validated="2000")
+    r = run(synapse_db, mas)
+    sessions = rows(mas, "SELECT s.device_id, s.created_at, count(a.*) FROM compat_sessions s "
+                         "JOIN compat_access_tokens a USING (compat_session_id) GROUP BY 1, 2 ORDER BY 1")
+    assert sessions == [("", ts(2000), 2), (None, ts(1000), 1)]
+    assert r.entities["deviceless_sessions"].migrated == 1 and r.entities["devices"].migrated == 1
+
+
 def test_25_superseded_pair_skipped(synapse_db, mas):
     seed(synapse_db, user())
     device(synapse_db)

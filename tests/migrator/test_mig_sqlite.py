@@ -122,3 +122,32 @@ def test_unopenable_sqlite_file_gives_advice(tmp_path):
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(DatabaseError, match="copy the database file"):
         open_source(str(bad))
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_sessions_stream_names_every_column_and_puts_each_user_first(tmp_path, synapse_db, dialect):
+    """queries.SESSION_COLUMNS names each column of queries.SESSIONS (the skipped-row lists find theirs by
+    name), and in both dialects every user's row comes before that user's deviceless tokens and devices:
+    the order the pipeline's one-device hold relies on."""
+    from migrator import queries
+
+    if dialect == "sqlite":
+        db = str(tmp_path / "synapse.db")
+        build_sqlite(DEMO_SQL, db)
+        source = open_source(db)
+    else:
+        execute(synapse_db, demo_inserts())
+        source = open_source(synapse_db)
+    try:
+        got = source.fetchall(queries.for_partition(queries.SESSIONS, None), {"run_start": 0})
+    finally:
+        source.close()
+    assert got and {len(r) for r in got} == {len(queries.SESSION_COLUMNS)}
+    col = {name: i for i, name in enumerate(queries.SESSION_COLUMNS)}
+    seen_users: set[str] = set()
+    for r in got:
+        if r[col["kind"]] == 0:
+            seen_users.add(r[col["user_id"]])
+        else:
+            assert r[col["user_id"]] in seen_users, r
+    assert any(r[col["kind"]] == 2 and not r[col["has_device_id"]] for r in got), "the demo has a deviceless token"
