@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from engine.errors import DatabaseError
 
 from . import queries
-from .copytypes import pg_timestamp
+from .copytypes import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, pg_timestamp
 from .ids import IdFactory
 from .ipaddr import inet_wire
 from .progress import Progress
@@ -43,13 +43,28 @@ class NullSink:
 _NOBODY = object()
 
 
+# Synapse timestamp columns that hold seconds rather than milliseconds.
+_SECOND_COLUMNS = frozenset({"users.creation_ts"})
+
+
+def out_of_range_query(column: str) -> str:
+    """SQL that lists every row of ``column`` (`table.column`) outside the years 1-9999 syn2mas accepts."""
+    table, name = column.split(".", 1)
+    scale = 1000 if column in _SECOND_COLUMNS else 1
+    return (f"SELECT * FROM {table} WHERE {name} NOT BETWEEN {MIN_TIMESTAMP_MS // scale} "
+            f"AND {MAX_TIMESTAMP_MS // scale}")
+
+
 def ms_to_pg(ms: int, what: str) -> int:
     """Milliseconds since the epoch as a binary `timestamptz` value (migrator/copytypes.py); out-of-range
-    values (outside years 1-9999) are a clear error."""
+    values (outside years 1-9999) are a clear error that says how to find every such row of ``what``
+    (a `table.column`, or a description of a derived time)."""
     value = pg_timestamp(int(ms))
     if value is None:
-        raise DatabaseError(f"a timestamp in {what} is out of range ({ms} ms)",
-                            hint="correct the value in Synapse; syn2mas never writes to Synapse")
+        hint = "correct the value in Synapse; syn2mas never writes to Synapse"
+        if "." in what and " " not in what:
+            hint = f"find every such row with `{out_of_range_query(what)}` and " + hint
+        raise DatabaseError(f"a timestamp in {what} is out of range ({ms} ms)", hint=hint)
     return value
 
 

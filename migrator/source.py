@@ -141,8 +141,9 @@ class PostgresSource(SynapseSource):
 
     kind = "postgresql"
 
-    # Sorts and hashes of the phase queries (device session times, refresh pairs) spill to disk with
-    # PostgreSQL's default 4 MB; the read transaction raises it for itself, never lowers it.
+    # The phase queries' sorts and hashes (the devices-and-tokens stream, refresh pairs) would spill to
+    # disk early with PostgreSQL's default 4 MB; the read transaction raises it for itself, never
+    # lowers it.
     WORK_MEM_KB = 64 * 1024
 
     def __init__(self, conn: psycopg.Connection, snapshot: str | None = None):

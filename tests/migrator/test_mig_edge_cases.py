@@ -520,6 +520,18 @@ def test_39b_timestamp_beyond_year_9999_stops_with_its_column(synapse_db, mas):
         run(synapse_db, mas)
     assert "devices.last_seen is out of range" in exc.value.message
     assert nothing_written(mas)
+    # the hint's query finds the row (and would find every other one)
+    query = exc.value.hint.split("`")[1]
+    assert [(r[0], r[1]) for r in rows(synapse_db, query)] == [(ALICE, "DEV")]
+
+
+def test_39b_creation_ts_in_seconds_beyond_year_9999_hint_finds_the_user(synapse_db, mas):
+    seed(synapse_db, user(), user("@bob:example.org", creation_ts=10**13))  # seconds: year 318857
+    with pytest.raises(DatabaseError) as exc:
+        run(synapse_db, mas)
+    assert "users.creation_ts is out of range" in exc.value.message
+    assert [r[0] for r in rows(synapse_db, exc.value.hint.split("`")[1])] == ["@bob:example.org"]
+    assert nothing_written(mas)
 
 
 def test_40_synapse_only_flags_not_migrated(synapse_db, mas):
