@@ -152,11 +152,11 @@ class ForwardingProgress(Progress):
         self.pipe = pipe
         self._pending = 0
 
-    def phase(self, name: str, estimate: int) -> None:
+    def phase(self, name: str, estimate: int, note: str = "") -> None:
         if self.phase_name:
             self.done()
         self.phase_name = name
-        self.pipe.send(("phase", name, estimate))
+        self.pipe.send(("phase", name, estimate, note))
 
     def tick(self, n: int = 1) -> None:
         self._pending += n
@@ -293,10 +293,12 @@ class PhaseBoard:
         self.progress = progress
         self.workers = workers
         self.phases: dict[str, dict[str, int]] = {}
+        self.notes: dict[str, str] = {}
         self.current: str | None = None
 
-    def started(self, name: str, estimate: int) -> None:
+    def started(self, name: str, estimate: int, note: str = "") -> None:
         self.phases.setdefault(name, {"estimate": estimate, "rows": 0, "done": 0})
+        self.notes.setdefault(name, note)
         if self.current is None:
             self._show(name)
 
@@ -316,7 +318,7 @@ class PhaseBoard:
 
     def _show(self, name: str) -> None:
         self.current = name
-        self.progress.phase(name, self.phases[name]["estimate"])
+        self.progress.phase(name, self.phases[name]["estimate"], self.notes.get(name, ""))
         if self.phases[name]["rows"]:
             self.progress.tick(self.phases[name]["rows"])
 
@@ -356,7 +358,7 @@ def run_parallel(source: PostgresSource, writer: Any, *, workers: int, settings:
                 elif kind == "tick":
                     board.tick(message[1], message[2])
                 elif kind == "phase":
-                    board.started(message[1], message[2])
+                    board.started(*message[1:])
                 elif kind == "phase-done":
                     board.finished(message[1])
                 elif kind == "backend":

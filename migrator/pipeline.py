@@ -152,8 +152,8 @@ class Pipeline:
         return DatabaseError(f"a `{table}` row refers to a user that does not exist",
                              hint="run `syn2mas check` (rule orphan-rows) and delete the orphan rows in Synapse")
 
-    def _stream(self, phase: str, tables: tuple[str, ...], query: str) -> Any:
-        self.progress.phase(phase, sum(self.source.estimate(t) for t in tables))
+    def _stream(self, phase: str, tables: tuple[str, ...], query: str, note: str = "") -> Any:
+        self.progress.phase(phase, sum(self.source.estimate(t) for t in tables), note)
         tick = self.progress.tick
         for rows in self.source.batches(queries.for_partition(query, self.partition), self.params):
             tick(len(rows))
@@ -340,7 +340,8 @@ class Pipeline:
              superseded, latest, display_name, last_seen, ip, user_agent, is_hidden, hidden_null, creation_ts,
              is_admin, guest, deactivated, appservice, has_device_id) in \
                 self._stream("phase 4 devices and tokens", ("users", "devices", "access_tokens"),
-                             queries.SESSIONS):
+                             queries.SESSIONS, "the Synapse server sorts them before it sends the first "
+                             "(minutes on a large server), so the first progress line comes later"):
             if held is not None and (kind != 2 or name != user):  # the held device has no more tokens
                 write_session(held, first_ms)
                 held = None

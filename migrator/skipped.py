@@ -136,9 +136,9 @@ class RecordingPipeline(Pipeline):
         self._current: tuple = ()
         self._positions: dict[str, int] = {}
 
-    def _stream(self, phase: str, tables: tuple[str, ...], query: str) -> Any:
+    def _stream(self, phase: str, tables: tuple[str, ...], query: str, note: str = "") -> Any:
         self._positions = _USERS_POSITIONS if tables == ("users",) else _POSITIONS[query]
-        for row in super()._stream(phase, tables, query):
+        for row in super()._stream(phase, tables, query, note):
             self._current = row
             yield row
 
