@@ -262,7 +262,7 @@ class _Prefetch:
         self._idle: queue.SimpleQueue[DbHandle] = queue.SimpleQueue()
         for clone in handle.clones(count):
             try:
-                clone.tune()
+                clone.tune(side_by_side=True)
             except psycopg.Error:
                 clone.close()
                 continue
