@@ -20,6 +20,8 @@ TARGET_TABLES: tuple[str, ...] = (
     "users", "user_passwords", "user_emails", "user_unsupported_third_party_ids",
     "upstream_oauth_links", "compat_sessions", "compat_access_tokens", "compat_refresh_tokens",
 )
+# The tables read phases 1-3 fill (phase 4 writes only the compat tables): complete once phase 3 is over.
+ACCOUNT_TABLES: tuple[str, ...] = TARGET_TABLES[:5]
 
 
 @dataclass(frozen=True)

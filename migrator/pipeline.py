@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from engine.errors import DatabaseError
 
-from . import queries
+from . import masschema, queries
 from .copytypes import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, pg_timestamp
 from .ids import IdFactory
 from .ipaddr import inet_wire
@@ -31,12 +31,18 @@ class Sink(Protocol):
     def add(self, table: str, row: tuple) -> None:
         """Queue ``row`` for ``table``."""
 
+    def complete(self, tables: tuple[str, ...]) -> None:
+        """No more rows will come for ``tables`` (the MAS writer rebuilds their indexes and keys)."""
+
 
 class NullSink:
     """Discards rows: plan and standalone-verify runs only count."""
 
     def add(self, table: str, row: tuple) -> None:
         """Ignore the row."""
+
+    def complete(self, tables: tuple[str, ...]) -> None:
+        """Nothing to finish."""
 
 
 # Stands for "no user" or "no device" before the first row: equal to no value a row can hold.
@@ -172,6 +178,7 @@ class Pipeline:
         self.sampler.freeze()
         self.phase_threepids()
         self.phase_links()
+        self.sink.complete(masschema.ACCOUNT_TABLES)
         self.phase_sessions()
 
     def count_unpaired_refresh_tokens(self) -> None:

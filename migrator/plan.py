@@ -63,6 +63,9 @@ class PlanTarget:
             if value is None:
                 self._rows[(table, index)] += 1
 
+    def complete(self, tables: tuple[str, ...]) -> None:
+        """Nothing to rebuild early: no index or constraint was touched."""
+
     def rebuild(self) -> None:
         """Nothing to rebuild: no index or constraint was touched."""
 

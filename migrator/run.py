@@ -19,7 +19,7 @@ from engine.errors import DatabaseError
 
 from . import guards, queries
 from .ids import IdFactory, provider_uuid
-from .parallel import auto_workers, run_parallel
+from .parallel import WorkerProcesses, auto_workers, run_parallel
 from .pipeline import Pipeline
 from .plan import PlanTarget
 from .progress import Progress
@@ -108,8 +108,12 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
     src = open_source(source, exclusive=mode == "migrate", assume_stopped=options.assume_synapse_stopped) \
         if owns_source else source
     skipped: SkippedWriter | None = None
+    processes: WorkerProcesses | None = None
     try:
         report.source_kind = src.kind
+        workers = _workers(src, options)
+        if workers > 1:  # started now, they import their modules while the checks run
+            processes = WorkerProcesses(workers)
         checks = options.pre_checks or [lambda s: guards.ensure_migratable(
             s, server_name=options.server_name, mapping=mapping,
             ignore_missing_providers=options.ignore_missing_providers)]
@@ -128,10 +132,9 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
                           mapping=provider_mapping(mapping), server_name=options.server_name,
                           run_start_ms=to_ms(run_start), ignore_missing_providers=options.ignore_missing_providers,
                           progress=progress, sampler=sampler)
-            workers = _workers(src, options)
-            if workers > 1:
+            if processes is not None:
                 log.info("reading Synapse with %d parallel workers", workers)
-                run_parallel(src, writer, workers=workers, report=report, sampler=sampler, progress=progress,
+                run_parallel(src, writer, processes=processes, report=report, sampler=sampler, progress=progress,
                              settings=dict(id_key=id_key, mapping=kwargs["mapping"], server_name=options.server_name,
                                            run_start_ms=kwargs["run_start_ms"],
                                            ignore_missing_providers=options.ignore_missing_providers,
@@ -146,7 +149,9 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
                 pipeline = Pipeline(src, **kwargs)
             if pipeline is not None:
                 pipeline.run()
-            report.timings_s["read"] = time.monotonic() - started - writer.copy_seconds
+            # The main connection's time in COPY and in rebuilding (the account tables' part of which
+            # happens before phase 4) is not reading time.
+            report.timings_s["read"] = time.monotonic() - started - writer.copy_seconds - writer.rebuild_seconds
             writer.rebuild()
             report.timings_s["copy"] = writer.copy_seconds
             report.timings_s["rebuild"] = writer.rebuild_seconds
@@ -172,6 +177,8 @@ def migrate(source: SynapseSource | str | dict, mas_uri: str, mapping: dict[str,
                 log.warning("the skipped-row lists could not be written (%s); the migration is done",
                             exc.strerror or exc)
     finally:
+        if processes is not None:
+            processes.close()
         if skipped is not None:
             skipped.discard()
         if owns_source:

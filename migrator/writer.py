@@ -2,9 +2,10 @@
 
 Order: advisory lock → BEGIN → raise maintenance_work_mem (never lower it) → LOCK the eight tables
 ACCESS EXCLUSIVE NOWAIT → re-check schema/emptiness/providers → save and drop keys, foreign keys and
-indexes (read from the catalogue) → TRUNCATE the (empty) eight → COPY FREEZE rows → recreate indexes,
-then primary/unique keys, then foreign keys → reconcile
-→ COMMIT (or ROLLBACK for a dry run) → unlock → ANALYZE. Any failure before COMMIT rolls back
+indexes (read from the catalogue) → TRUNCATE the (empty) eight → COPY FREEZE rows → per group of
+complete tables (the account tables once phase 3 is over, while phase 4 still streams; then the rest):
+recreate indexes, then primary/unique keys, then foreign keys, then ANALYZE → reconcile
+→ COMMIT (or ROLLBACK for a dry run) → unlock. Any failure before COMMIT rolls back
 everything, DDL included, so MAS is exactly as before. A connection lost during COMMIT itself leaves the
 outcome open: the server may have committed; :func:`committed_after_lost_connection` finds out.
 
@@ -84,6 +85,9 @@ class SavedDefinitions:
     foreign_own: list[tuple[str, str, str]] = field(default_factory=list)
     keys: list[tuple[str, str, str]] = field(default_factory=list)         # primary and unique
     indexes: list[tuple[str, str]] = field(default_factory=list)           # (name, CREATE INDEX ...)
+    # index or constraint name → the target tables it needs complete (its own table if it is one, and
+    # the one a foreign key references if that is one)
+    needs: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def committed_after_lost_connection(uri: str, backend_pid: int, *, wait_s: float = 30.0) -> bool | None:
@@ -122,6 +126,8 @@ class MasWriter:
         self.saved = SavedDefinitions()
         self.copy_seconds = 0.0
         self.rebuild_seconds = 0.0
+        self._complete: set[str] = set()   # target tables whose every row has been written
+        self._rebuilt: set[str] = set()    # names of the indexes and constraints already recreated
 
     # -- opening ---------------------------------------------------------------------------------
     def open(self, provider_ids: list[str]) -> int | None:
@@ -177,27 +183,35 @@ class MasWriter:
 
     def _save_definitions(self) -> None:
         targets = list(masschema.TARGET_TABLES)
+        saved = self.saved
         with self.conn.cursor() as cur:
+            # The tables by oid, not by regclass text (which is schema-qualified outside the search path).
             cur.execute("""
                 SELECT c.conrelid::regclass::text, c.conname, c.contype, pg_get_constraintdef(c.oid),
-                       c.conrelid = ANY(%(t)s::regclass[])
+                       c.conrelid = ANY(%(t)s::regclass[]),
+                       ARRAY(SELECT t FROM unnest(%(t)s::text[]) t
+                             WHERE t::regclass IN (c.conrelid, NULLIF(c.confrelid, 0)))
                 FROM pg_constraint c
                 WHERE (c.contype IN ('p', 'u', 'f') AND c.conrelid = ANY(%(t)s::regclass[]))
                    OR (c.contype = 'f' AND c.confrelid = ANY(%(t)s::regclass[]))
                 ORDER BY c.conrelid::regclass::text, c.conname""", {"t": targets})
-            for table, name, kind, definition, own in cur.fetchall():
+            for table, name, kind, definition, own, needs in cur.fetchall():
                 if kind == "f":
-                    (self.saved.foreign_own if own else self.saved.foreign_in).append((table, name, definition))
+                    (saved.foreign_own if own else saved.foreign_in).append((table, name, definition))
                 else:
-                    self.saved.keys.append((table, name, definition))
+                    saved.keys.append((table, name, definition))
+                saved.needs[name] = frozenset(needs)
             cur.execute("""
-                SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+                SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid),
+                       ARRAY(SELECT t FROM unnest(%(t)s::text[]) t WHERE t::regclass = i.indrelid)
                 FROM pg_index i
                 WHERE i.indrelid = ANY(%(t)s::regclass[])
                   AND NOT EXISTS (SELECT 1 FROM pg_constraint c
                                   WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x'))
                 ORDER BY 1""", {"t": targets})
-            self.saved.indexes = [(name, definition) for name, definition in cur.fetchall()]
+            for name, definition, needs in cur.fetchall():
+                saved.indexes.append((name, definition))
+                saved.needs[name] = frozenset(needs)
 
     def _drop_definitions(self) -> None:
         # Dependency order: foreign keys from other tables, own foreign keys, keys, then plain indexes.
@@ -248,33 +262,57 @@ class MasWriter:
             self._flush(table)
 
     # -- finishing -------------------------------------------------------------------------------
-    def rebuild(self) -> None:
-        """Recreate indexes, then primary/unique keys, then foreign keys (which validates them)."""
-        self.flush_all()
+    def complete(self, tables: tuple[str, ...]) -> None:
+        """Every row of ``tables`` has been written: rebuild what needs only complete tables, and ANALYZE
+        them (``rebuild_seconds`` counts the time).
+
+        The account tables are complete once phase 3 is over, so their indexes, keys and foreign keys are
+        built while phase 4 still streams (with parallel workers, during the Synapse server's sort of
+        phase 4, when this connection would otherwise wait): the trigram index alone is seconds of one
+        core at a million users, which no longer adds to the end of the run.
+        """
+        for table in tables:
+            self._flush(table)
+        self._complete.update(tables)
         started = time.monotonic()
-        self._run_steps([(f"index {name}", sql.SQL(definition)) for name, definition in self.saved.indexes])
-        self._run_steps(self._constraint_steps(self.saved.keys))
+        ready = [name for name, _ in self.saved.indexes]
+        ready += [name for _, name, _ in self.saved.keys + self.saved.foreign_own + self.saved.foreign_in]
+        ready = {name for name in ready if name not in self._rebuilt and self.saved.needs[name] <= self._complete}
+        self._run_steps([(f"index {name}", sql.SQL(definition)) for name, definition in self.saved.indexes
+                         if name in ready])
+        self._run_steps(self._constraint_steps([k for k in self.saved.keys if k[1] in ready]))
         # Validating a foreign key is one anti-join of the referencing table with the referenced one.
         # Planned as usual it hashes the referenced table (a million users, once per referencing table);
         # both sides have a fresh B-tree on the key by now and their rows are all-visible (COPY FREEZE),
         # so merging the two indexes costs less than half (1M users: 5.6 -> 2.4 s for the eleven keys).
         self.conn.execute("SET LOCAL enable_hashjoin = off")
-        self._run_steps(self._constraint_steps(self.saved.foreign_own + self.saved.foreign_in))
+        self._run_steps(self._constraint_steps([f for f in self.saved.foreign_own + self.saved.foreign_in
+                                                if f[1] in ready]))
         self.conn.execute("RESET enable_hashjoin")
-        self.rebuild_seconds = time.monotonic() - started
+        self._rebuilt |= ready
+        # Inside the transaction: reconciliation and the sample comparison then plan with statistics
+        # (without them the comparison scanned whole tables), and a committed MAS has them at once.
+        self._run_steps([(f"statistics of {table}", sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+                         for table in tables], verb="computing")
+        self.rebuild_seconds += time.monotonic() - started
+
+    def rebuild(self) -> None:
+        """Write what is buffered and rebuild everything not rebuilt yet: indexes, then primary/unique
+        keys, then foreign keys (which validates them), then ANALYZE the tables not analysed yet."""
+        self.complete(tuple(t for t in masschema.TARGET_TABLES if t not in self._complete))
 
     @staticmethod
     def _constraint_steps(saved: list[tuple[str, str, str]]) -> list[tuple[str, sql.Composable]]:
         return [(f"constraint {name} on {table}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
             sql.SQL(table), sql.Identifier(name), sql.SQL(definition))) for table, name, definition in saved]
 
-    def _run_steps(self, steps: list[tuple[str, sql.Composable]]) -> None:
+    def _run_steps(self, steps: list[tuple[str, sql.Composable]], verb: str = "rebuilding") -> None:
         for label, stmt in steps:
-            self.progress.step(f"rebuilding {label}")
+            self.progress.step(f"{verb} {label}")
             try:
                 self.conn.execute(stmt)
             except psycopg.Error as exc:
-                raise DatabaseError(f"rebuilding {label} failed: {describe(exc)}; nothing was committed",
+                raise DatabaseError(f"{verb} {label} failed: {describe(exc)}; nothing was committed",
                                     hint="run `syn2mas check`; the Synapse data violates a MAS constraint") from None
             self.fail_hook(f"rebuild:{label}")
 
@@ -284,7 +322,7 @@ class MasWriter:
             sql.Identifier(table))).fetchone()[0])
 
     def finish(self, commit: bool) -> None:
-        """COMMIT (real run) or ROLLBACK (dry run), release the lock; ANALYZE after a commit."""
+        """COMMIT (real run) or ROLLBACK (dry run), release the lock."""
         self.fail_hook("before-commit")
         backend = self.conn.info.backend_pid
         try:
@@ -301,23 +339,16 @@ class MasWriter:
                 raise DatabaseError(
                     f"the connection to the MAS database was lost during COMMIT ({describe(exc)}), and whether "
                     "the migration was committed could not be found out",
-                    hint="if MAS's `users` table now holds rows, the migration was committed: run ANALYZE on the "
-                         "MAS database and `syn2mas verify`; if it is empty, run the migration again") from None
+                    hint="if MAS's `users` table now holds rows, the migration was committed: run "
+                         "`syn2mas verify`; if it is empty, run the migration again") from None
             if not committed:
                 raise DatabaseError(f"the connection to the MAS database was lost during COMMIT ({describe(exc)}); "
                                     "nothing was committed (MAS's tables are still empty)",
                                     hint="check the MAS database server, then run the migration again") from None
             log.warning("the connection to the MAS database was lost during COMMIT, but the migration was "
-                        "committed; run ANALYZE on the MAS database, then `syn2mas verify`")
+                        "committed; run `syn2mas verify` to compare it with Synapse")
             return
         self._unlock()
-        if commit:
-            try:
-                for table in masschema.TARGET_TABLES:
-                    self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
-            except psycopg.Error as exc:  # the data is committed; only the planner statistics are missing
-                log.warning("the migration is committed, but ANALYZE of the MAS tables failed (%s); "
-                            "run ANALYZE on the MAS database", describe(exc))
         self.conn.close()
 
     def _unlock(self) -> None:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from engine.errors import DatabaseError
 from migrator import queries
-from migrator.masschema import TARGET_TABLES
+from migrator.masschema import ACCOUNT_TABLES, TARGET_TABLES
 from migrator.parallel import auto_workers
 from migrator.samples import Sampler, UserFacts
 from migrator.source import open_source
@@ -189,3 +189,57 @@ def test_a_worker_that_cannot_connect_fails_the_run_with_advice(synapse_db, mas_
                             "DROP ROLE syn2mas_one_conn")
     assert "parallel worker cannot connect" in str(err.value) and "--workers 1" in str(err.value)
     assert mas_rows(mas_db) == before
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_account_tables_are_rebuilt_once_all_their_rows_are_written(synapse_db, mas_db, workers):
+    """The account tables' indexes, keys and statistics are built once every reader has sent all their
+    rows (data-migration.md §3: phase 4 writes only the compat tables), before the compat tables' own;
+    in one process, before phase 4 writes anything."""
+    execute(synapse_db, demo_inserts())
+    add_provider(mas_db, DEMO_PROVIDER)
+    steps: list[str] = []
+    report = _run_demo(synapse_db, mas_db, {"oidc-dex": DEMO_PROVIDER}, workers=workers, fail_hook=steps.append)
+    assert report.reconciled
+
+    def positions(pred) -> list[int]:
+        return [i for i, step in enumerate(steps) if pred(step)]
+
+    accounts = set(ACCOUNT_TABLES)
+    account_copies = positions(lambda s: s.startswith("copy:") and s[5:] in accounts)
+    compat_copies = positions(lambda s: s.startswith("copy:compat_"))
+    users_rebuilt = positions(lambda s: s in ("rebuild:index users_username_trgm_idx",
+                                              "rebuild:statistics of users"))
+    compat_rebuilt = positions(lambda s: s.startswith("rebuild:") and "compat_" in s)
+    assert account_copies and compat_copies and len(users_rebuilt) == 2 and compat_rebuilt
+    assert max(account_copies) < min(users_rebuilt)
+    assert max(users_rebuilt) < min(compat_rebuilt)
+    if workers == 1:
+        assert max(users_rebuilt) < min(compat_copies)
+
+
+def _children() -> list[int]:
+    """This process's live child processes (Linux: /proc/<pid>/task/<tid>/children)."""
+    found: list[int] = []
+    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def test_workers_start_before_the_checks_and_a_refused_run_leaves_none(synapse_db, mas):
+    """The worker interpreters import their modules while the checks run; when a check refuses the
+    migration they are stopped, and nothing is written."""
+    execute(synapse_db, demo_inserts())
+    seen: list[int] = []
+
+    def refuse(source) -> None:
+        seen.extend(_children())
+        raise DatabaseError("refused by the test")
+
+    before, others = mas_rows(mas), set(_children())  # a database server may be a child of the tests too
+    with pytest.raises(DatabaseError, match="refused by the test"):
+        run(synapse_db, mas, workers=2, pre_checks=[refuse])
+    assert len(set(seen) - others) == 2
+    assert not (set(seen) - others) & set(_children())  # killed and reaped
+    assert mas_rows(mas) == before

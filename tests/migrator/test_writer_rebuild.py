@@ -1,9 +1,11 @@
-"""How the writer rebuilds what it dropped: foreign keys are validated by merging indexes, not hashing."""
+"""How the writer rebuilds what it dropped: foreign keys are validated by merging indexes, not hashing; the
+account tables are rebuilt and analysed as soon as they are complete, the rest at the end."""
 from __future__ import annotations
 
 import psycopg
 
 from migrator.ids import provider_uuid
+from migrator.masschema import ACCOUNT_TABLES, TARGET_TABLES
 from migrator.writer import MasWriter
 from mighelpers import PROVIDER_ULID, rows
 
@@ -45,3 +47,63 @@ def test_index_builds_get_more_maintenance_memory_but_never_less_than_the_server
         finally:
             writer.finish(commit=False)
     assert seen == {"64MB": "512MB", "2GB": "2GB"}
+
+
+def _table_of_step(conn: psycopg.Connection, step: str) -> set[str]:
+    """The tables an index, constraint or ANALYZE step touches, read from the catalogue."""
+    kind, _, rest = step.partition(" ")
+    if kind == "statistics":
+        return {rest.removeprefix("of ")}
+    name = rest.split(" on ")[0]
+    if kind == "index":
+        return {r[0] for r in conn.execute("SELECT indrelid::regclass::text FROM pg_index "
+                                           "WHERE indexrelid = %s::regclass", (name,))}
+    found = conn.execute("SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint "
+                         "WHERE conname = %s", (name,)).fetchone()
+    return {t for t in found if t != "-"}
+
+
+def test_complete_tables_are_rebuilt_and_analysed_in_the_transaction_the_rest_at_the_end(mas):
+    steps: list[str] = []
+    hashjoin: dict[str, str] = {}
+
+    def hook(step: str) -> None:
+        if step.startswith("rebuild:"):
+            steps.append(step.removeprefix("rebuild:"))
+            hashjoin[steps[-1]] = writer.conn.execute("SHOW enable_hashjoin").fetchone()[0]
+
+    writer = MasWriter(mas, fail_hook=hook)
+    writer.open([str(provider_uuid(PROVIDER_ULID))])
+    try:
+        conn = writer.conn
+        writer.complete(ACCOUNT_TABLES)
+        early = list(steps)
+        # ANALYZE ran inside the transaction, for these tables only (TRUNCATE had reset them to -1)
+        tuples = dict(conn.execute("SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s)",
+                                   (list(TARGET_TABLES),)).fetchall())
+        writer.rebuild()
+        late = steps[len(early):]
+        after = dict(conn.execute("SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s)",
+                                  (list(TARGET_TABLES),)).fetchall())
+        touched = {step: _table_of_step(conn, step) for step in steps}
+        saved = writer.saved
+    finally:
+        writer.finish(commit=False)
+
+    assert tuples == {t: (0 if t in ACCOUNT_TABLES else -1) for t in TARGET_TABLES}
+    assert after == {t: 0 for t in TARGET_TABLES}
+    session_tables = set(TARGET_TABLES) - set(ACCOUNT_TABLES)
+    # nothing early touches a table that phase 4 still fills; everything late does
+    assert early and late
+    assert not any(touched[step] & session_tables for step in early)
+    assert all(touched[step] & session_tables for step in late)
+    # each saved definition is recreated exactly once, and each table analysed once
+    expected = ([f"index {name}" for name, _ in saved.indexes]
+                + [f"constraint {name} on {table}" for table, name, _ in
+                   saved.keys + saved.foreign_own + saved.foreign_in]
+                + [f"statistics of {table}" for table in TARGET_TABLES])
+    assert sorted(steps) == sorted(expected)
+    # the early foreign keys are validated by merging too
+    foreign = {f"constraint {name} on {table}" for table, name, _ in saved.foreign_own + saved.foreign_in}
+    assert {hashjoin[step] for step in early if step in foreign} == {"off"}
+    assert {hashjoin[step] for step in steps if step not in foreign} == {"on"}
