@@ -18,6 +18,8 @@ from .copytypes import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, pg_timestamp
 from .ids import IdFactory
 from .ipaddr import inet_wire
 from .progress import Progress
+from .queries import (DEVICE_HIDDEN, DEVICE_HIDDEN_NULL, HAS_DEVICE, TOKEN_LATEST, TOKEN_PAIRED, TOKEN_PUPPET,
+                      TOKEN_REFRESH, TOKEN_SUPERSEDED, USER_APPSERVICE)
 from .report import MigrationReport
 from .samples import Sampler, UserFacts, digest
 from .source import SynapseSource
@@ -48,6 +50,9 @@ class NullSink:
 # Stands for "no user" or "no device" before the first row: equal to no value a row can hold.
 _NOBODY = object()
 
+
+# A token row's flags for a kept refresh pair: paired, and the latest of its pairs (queries.SESSIONS).
+_KEPT_PAIR = TOKEN_PAIRED | TOKEN_LATEST
 
 # Synapse timestamp columns that hold seconds rather than milliseconds.
 _SECOND_COLUMNS = frozenset({"users.creation_ts"})
@@ -343,26 +348,25 @@ class Pipeline:
                 facts.devices.add(device_id)
             return sid
 
-        for (kind, name, device_id, t, tid, token, valid_until, has_refresh, puppet, paired, rid, rtoken,
-             superseded, latest, display_name, last_seen, ip, user_agent, is_hidden, hidden_null, creation_ts,
-             is_admin, guest, deactivated, appservice, has_device_id) in \
+        for kind, name, device_id, t, int_a, text_a, int_b, int_c, text_b, text_c, flags in \
                 self._stream("phase 4 devices and tokens", ("users", "devices", "access_tokens"),
                              queries.SESSIONS, "the Synapse server sorts them before it sends the first "
                              "(minutes on a large server), so the first progress line comes later"):
+            # The columns by row kind: queries.SESSIONS.
             if held is not None and (kind != 2 or name != user):  # the held device has no more tokens
                 write_session(held, first_ms)
                 held = None
-            if kind == 0:
+            if kind == 0:  # t: creation_ts; int_a, int_b, int_c: admin, is_guest, deactivated
                 user, exists = name, True
-                created_ms = creation_ms(creation_ts)
-                admin = bool(is_admin)
-                user_skip = session_skip(guest, deactivated, appservice)
+                created_ms = creation_ms(t)
+                admin = bool(int_a)
+                user_skip = session_skip(int_b, int_c, flags & USER_APPSERVICE)
                 continue
             if name != user:  # a device or token whose user does not exist
                 user, exists, created_ms, admin, user_skip = name, False, 0, False, None
 
-            if kind == 1:
-                device_key, hidden, first_ms, session = (name, device_id), bool(is_hidden), None, None
+            if kind == 1:  # t: last_seen; text_a, text_b, text_c: display_name, user_agent, ip
+                device_key, hidden, first_ms, session = (name, device_id), bool(flags & DEVICE_HIDDEN), None, None
                 devices.read += 1
                 if user_skip:
                     devices.skip(user_skip)
@@ -371,24 +375,29 @@ class Pipeline:
                 elif not exists:
                     raise self._orphan("devices")
                 else:
-                    held = (name, device_id, display_name, last_seen, ip, user_agent, hidden_null, created_ms,
+                    held = (name, device_id, text_a, t, text_c, text_b, flags & DEVICE_HIDDEN_NULL, created_ms,
                             admin)
                 continue
 
-            if not has_device_id:
+            # kind 2, a token: t created; int_a id; text_a token; int_b valid_until_ms; the refresh token's
+            # id int_c and token text_b
+            if not flags & HAS_DEVICE:
                 device_id = None  # the stream sorts it as ''
             tokens.read += 1
-            if puppet:
+            if flags & TOKEN_PUPPET:
                 tokens.skip("puppet-token")
                 continue
             on_device = device_id is not None and device_key[0] == name and device_key[1] == device_id
+            has_refresh = flags & TOKEN_REFRESH
             if has_refresh:
-                counts_refresh = paired and latest  # each refresh token is counted on its kept pair's row
+                superseded = flags & TOKEN_SUPERSEDED
+                # each refresh token is counted on its kept pair's row
+                counts_refresh = flags & _KEPT_PAIR == _KEPT_PAIR
                 if on_device and first_ms is None and counts_refresh and not superseded:
                     first_ms = t  # a kept pair decides the session time, migrated or not
                 if user_skip:
                     reason = user_skip
-                elif not paired:
+                elif not flags & TOKEN_PAIRED:
                     reason = "refresh-token-missing"
                 elif not on_device:
                     reason = "device-missing"
@@ -396,7 +405,7 @@ class Pipeline:
                     reason = "hidden-device"
                 elif superseded:
                     reason = "refresh-superseded"
-                elif not latest:
+                elif not flags & TOKEN_LATEST:
                     reason = "refresh-token-shared"
                 else:
                     reason = None
@@ -424,9 +433,9 @@ class Pipeline:
                     continue
             if not exists:
                 raise self._orphan("access_tokens")
-            created, expires = self._token_times(t, valid_until)
+            created, expires = self._token_times(t, int_b)
             if device_id is None:
-                token_session = self._deviceless_id(t, tid)
+                token_session = self._deviceless_id(t, int_a)
                 sink_add("compat_sessions", (token_session, self.user_id(name, created_ms), None, None, created,
                                              admin, None, None, None))
                 deviceless.migrated += 1
@@ -435,18 +444,18 @@ class Pipeline:
                     session = write_session(held, first_ms)
                     held = None
                 token_session = session
-            access_id = self._access_id(t, tid)
-            sink_add("compat_access_tokens", (access_id, token_session, token, created, expires))
+            access_id = self._access_id(t, int_a)
+            sink_add("compat_access_tokens", (access_id, token_session, text_a, created, expires))
             tokens.migrated += 1
             if has_refresh:
-                sink_add("compat_refresh_tokens", (self._refresh_id(t, rid), token_session, access_id, rtoken,
+                sink_add("compat_refresh_tokens", (self._refresh_id(t, int_c), token_session, access_id, text_b,
                                                    created))
                 refresh.read += 1
                 refresh.migrated += 1
             facts = sampler_get(name)
             if facts:
-                facts.access_tokens.add(digest(token))
+                facts.access_tokens.add(digest(text_a))
                 if has_refresh:
-                    facts.refresh_tokens.add(digest(rtoken))
+                    facts.refresh_tokens.add(digest(text_b))
         if held is not None:
             write_session(held, first_ms)

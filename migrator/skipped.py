@@ -42,8 +42,8 @@ _POSITIONS: dict[str, dict[str, int]] = {
     queries.THREEPIDS: {"user_id": 0, "medium": 1},
     queries.LINKS: {"user_id": 0, "provider": 1},
     queries.SESSIONS: {key: queries.SESSION_COLUMNS.index(column) for key, column in (
-        ("user_id", "user_id"), ("device_id", "device_id"), ("access_token_id", "token_id"),
-        ("refresh_token_id", "refresh_token_id"))},
+        ("user_id", "user_id"), ("device_id", "device_id"), ("access_token_id", "int_a"),
+        ("refresh_token_id", "int_c"))},
 }
 _SUFFIX = ".partial"
 

@@ -150,4 +150,5 @@ def test_the_sessions_stream_names_every_column_and_puts_each_user_first(tmp_pat
             seen_users.add(r[col["user_id"]])
         else:
             assert r[col["user_id"]] in seen_users, r
-    assert any(r[col["kind"]] == 2 and not r[col["has_device_id"]] for r in got), "the demo has a deviceless token"
+    assert any(r[col["kind"]] == 2 and not r[col["flags"]] & queries.HAS_DEVICE for r in got), \
+        "the demo has a deviceless token"
