@@ -88,8 +88,8 @@ def localpart(user_id: str, server_name: str) -> str | None:
 
 
 # The owning user's columns as the phase queries return them (queries.USER_COLS), unpacked in each
-# phase's loop: exists, creation_ts, admin, guest, deactivated, appservice. (An object per row for
-# them cost about a microsecond a row.)
+# phase's loop: exists, creation_ts, appservice. (An object per row for them cost about a microsecond
+# a row.)
 
 def creation_ms(creation_ts: int | None) -> int:
     """The user's creation time in ms (NULL counts as the epoch, §7 row 31)."""
@@ -237,7 +237,7 @@ class Pipeline:
 
     def phase_threepids(self) -> None:
         """Phase 2: `user_threepids` → `user_emails` (medium exactly `email`) or unsupported ids."""
-        for user, medium, address, added_at, exists, creation_ts, _admin, _guest, _deactivated, appservice in \
+        for user, medium, address, added_at, exists, creation_ts, appservice in \
                 self._stream("phase 2 threepids", ("user_threepids",), queries.THREEPIDS):
             is_email = medium == "email"
             stats = self.entities["emails" if is_email else "unsupported_threepids"]
@@ -264,7 +264,7 @@ class Pipeline:
     def phase_links(self) -> None:
         """Phase 3: `user_external_ids` → `upstream_oauth_links` through the provider mapping."""
         stats = self.entities["links"]
-        for user, provider, subject, exists, creation_ts, _admin, _guest, _deactivated, appservice in \
+        for user, provider, subject, exists, creation_ts, appservice in \
                 self._stream("phase 3 external ids", ("user_external_ids",), queries.LINKS):
             stats.read += 1
             if appservice:

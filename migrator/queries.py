@@ -31,9 +31,9 @@ def for_partition(query: str, partition: tuple[int, int] | None) -> str:
     part, parts = partition
     return _MARKER.sub(lambda m: "AND " + partition_condition(m.group(1), part, parts), query)
 
-# The owner's columns, in this order, at the end of the threepid and link queries.
-USER_COLS = ("u.name IS NOT NULL, u.creation_ts, u.admin, u.is_guest, u.deactivated, "
-             "u.appservice_id IS NOT NULL")
+# The owner's columns, in this order, at the end of the threepid and link queries: whether the user
+# exists, its creation time (a link's id and time), whether it is an application service's (skipped).
+USER_COLS = "u.name IS NOT NULL, u.creation_ts, u.appservice_id IS NOT NULL"
 
 
 def users_query(optional_cols: frozenset[str]) -> str:
