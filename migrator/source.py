@@ -158,6 +158,9 @@ class PostgresSource(SynapseSource):
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
         # Every cursor is read to the end: plan for total time, not for the first rows.
         conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+        # The transaction waits while MAS rebuilds indexes (between phases 3 and 4, and at the end), for
+        # minutes on a large server: a server-wide idle_in_transaction_session_timeout must not end it.
+        conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         # SHOW, unlike a SELECT, takes no snapshot: the snapshot must come after lock_tables().
         if _kilobytes(str(conn.execute("SHOW work_mem").fetchone()[0])) < self.WORK_MEM_KB:
             conn.execute(f"SET LOCAL work_mem = '{self.WORK_MEM_KB}kB'")

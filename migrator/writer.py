@@ -77,6 +77,11 @@ def _copy_statement(table: str) -> sql.Composed:
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c, _ in masschema.COPY_COLUMNS[table]))
 
 
+def _constraint_label(table: str, name: str) -> str:
+    """A constraint's rebuild step label (constraint names are unique only per table)."""
+    return f"constraint {name} on {table}"
+
+
 @dataclass
 class SavedDefinitions:
     """Constraint and index definitions of the eight tables, read from the catalogue before dropping."""
@@ -85,8 +90,9 @@ class SavedDefinitions:
     foreign_own: list[tuple[str, str, str]] = field(default_factory=list)
     keys: list[tuple[str, str, str]] = field(default_factory=list)         # primary and unique
     indexes: list[tuple[str, str]] = field(default_factory=list)           # (name, CREATE INDEX ...)
-    # index or constraint name → the target tables it needs complete (its own table if it is one, and
-    # the one a foreign key references if that is one)
+    # step label ("index <name>", "constraint <name> on <table>": a constraint name is unique only per
+    # table) → the target tables it needs complete (its own table if it is one, and the one a foreign
+    # key references if that is one)
     needs: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
@@ -127,7 +133,7 @@ class MasWriter:
         self.copy_seconds = 0.0
         self.rebuild_seconds = 0.0
         self._complete: set[str] = set()   # target tables whose every row has been written
-        self._rebuilt: set[str] = set()    # names of the indexes and constraints already recreated
+        self._rebuilt: set[str] = set()    # step labels of the indexes and constraints already recreated
 
     # -- opening ---------------------------------------------------------------------------------
     def open(self, provider_ids: list[str]) -> int | None:
@@ -200,7 +206,7 @@ class MasWriter:
                     (saved.foreign_own if own else saved.foreign_in).append((table, name, definition))
                 else:
                     saved.keys.append((table, name, definition))
-                saved.needs[name] = frozenset(needs)
+                saved.needs[_constraint_label(table, name)] = frozenset(needs)
             cur.execute("""
                 SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid),
                        ARRAY(SELECT t FROM unnest(%(t)s::text[]) t WHERE t::regclass = i.indrelid)
@@ -211,7 +217,7 @@ class MasWriter:
                 ORDER BY 1""", {"t": targets})
             for name, definition, needs in cur.fetchall():
                 saved.indexes.append((name, definition))
-                saved.needs[name] = frozenset(needs)
+                saved.needs[f"index {name}"] = frozenset(needs)
 
     def _drop_definitions(self) -> None:
         # Dependency order: foreign keys from other tables, own foreign keys, keys, then plain indexes.
@@ -275,45 +281,52 @@ class MasWriter:
             self._flush(table)
         self._complete.update(tables)
         started = time.monotonic()
-        ready = [name for name, _ in self.saved.indexes]
-        ready += [name for _, name, _ in self.saved.keys + self.saved.foreign_own + self.saved.foreign_in]
-        ready = {name for name in ready if name not in self._rebuilt and self.saved.needs[name] <= self._complete}
-        self._run_steps([(f"index {name}", sql.SQL(definition)) for name, definition in self.saved.indexes
-                         if name in ready])
-        self._run_steps(self._constraint_steps([k for k in self.saved.keys if k[1] in ready]))
+        saved = self.saved
+        steps = [(f"index {name}", sql.SQL(definition)) for name, definition in saved.indexes]
+        keys = self._constraint_steps(saved.keys)
+        foreign = self._constraint_steps(saved.foreign_own + saved.foreign_in)
+        ready = {label for label, _ in steps + keys + foreign
+                 if label not in self._rebuilt and saved.needs[label] <= self._complete}
+        self._run_steps([step for step in steps if step[0] in ready])
+        self._run_steps([step for step in keys if step[0] in ready])
         # Validating a foreign key is one anti-join of the referencing table with the referenced one.
         # Planned as usual it hashes the referenced table (a million users, once per referencing table);
         # both sides have a fresh B-tree on the key by now and their rows are all-visible (COPY FREEZE),
         # so merging the two indexes costs less than half (1M users: 5.6 -> 2.4 s for the eleven keys).
         self.conn.execute("SET LOCAL enable_hashjoin = off")
-        self._run_steps(self._constraint_steps([f for f in self.saved.foreign_own + self.saved.foreign_in
-                                                if f[1] in ready]))
+        self._run_steps([step for step in foreign if step[0] in ready])
         self.conn.execute("RESET enable_hashjoin")
         self._rebuilt |= ready
         # Inside the transaction: reconciliation and the sample comparison then plan with statistics
         # (without them the comparison scanned whole tables), and a committed MAS has them at once.
         self._run_steps([(f"statistics of {table}", sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
-                         for table in tables], verb="computing")
+                         for table in tables], verb="computing",
+                        hint="check the MAS database server (ANALYZE only reads the new rows), then run the "
+                             "migration again")
         self.rebuild_seconds += time.monotonic() - started
 
     def rebuild(self) -> None:
         """Write what is buffered and rebuild everything not rebuilt yet: indexes, then primary/unique
         keys, then foreign keys (which validates them), then ANALYZE the tables not analysed yet."""
+        late = [t for t in self._complete if self._buffers[t]]
+        if late:  # a programming error: these rows would never be written
+            raise RuntimeError(f"rows were added to {', '.join(late)} after the table was complete")
         self.complete(tuple(t for t in masschema.TARGET_TABLES if t not in self._complete))
 
     @staticmethod
     def _constraint_steps(saved: list[tuple[str, str, str]]) -> list[tuple[str, sql.Composable]]:
-        return [(f"constraint {name} on {table}", sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        return [(_constraint_label(table, name), sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
             sql.SQL(table), sql.Identifier(name), sql.SQL(definition))) for table, name, definition in saved]
 
-    def _run_steps(self, steps: list[tuple[str, sql.Composable]], verb: str = "rebuilding") -> None:
+    def _run_steps(self, steps: list[tuple[str, sql.Composable]], verb: str = "rebuilding",
+                   hint: str = "run `syn2mas check`; the Synapse data violates a MAS constraint") -> None:
         for label, stmt in steps:
             self.progress.step(f"{verb} {label}")
             try:
                 self.conn.execute(stmt)
             except psycopg.Error as exc:
                 raise DatabaseError(f"{verb} {label} failed: {describe(exc)}; nothing was committed",
-                                    hint="run `syn2mas check`; the Synapse data violates a MAS constraint") from None
+                                    hint=hint) from None
             self.fail_hook(f"rebuild:{label}")
 
     def count(self, table: str, where: str) -> int:

@@ -239,12 +239,14 @@ def test_kill_during_rebuild(h, step):
     """Killed during a rebuild step: an index or key, a foreign key from another table, or the ANALYZE
     that now runs inside the transaction (so that a committed MAS has statistics at once)."""
     name = step.split()[-1] if step.startswith("computing") else step.split()[2]
+    # what the statement holds (the reconciliation's SELECTs also name compat_sessions)
+    needle = f'ANALYZE "{name}"' if step.startswith("computing") else name
 
     def freeze(proc):
         if not proc.wait_line(lambda line: line.endswith(step)):
             return None
         # wait until the statement has reached the server, then freeze
-        if not poll_until(lambda: (lambda b: b and name in b.query)(h.monitor.backend(h.mas_db, "syn2mas")),
+        if not poll_until(lambda: (lambda b: b and needle in b.query)(h.monitor.backend(h.mas_db, "syn2mas")),
                           proc=proc):
             return None
         proc.stop()

@@ -185,3 +185,27 @@ def test_read_only_role_needs_assume_synapse_stopped(synapse_db, mas):
         run(reader_uri, mas)
     assert run(reader_uri, mas, assume_synapse_stopped=True).reconciled
 
+
+
+def test_the_read_transaction_survives_a_server_idle_in_transaction_timeout(synapse_db):
+    """The Synapse transaction waits while MAS rebuilds indexes (minutes on a large server); a
+    server-wide idle_in_transaction_session_timeout must not end it between two reads."""
+    import time
+
+    from migrator.source import open_source
+
+    populate(synapse_db)
+    dbname = synapse_db.rsplit("/", 1)[1]
+    with psycopg.connect(synapse_db, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" SET idle_in_transaction_session_timeout = \'300ms\'')
+    try:
+        source = open_source(synapse_db)
+        try:
+            assert source.scalar("SELECT count(*) FROM users") == 2
+            time.sleep(1.0)  # idle in the transaction for longer than the server allows
+            assert source.scalar("SELECT count(*) FROM devices") == 2
+        finally:
+            source.close()
+    finally:
+        with psycopg.connect(synapse_db, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{dbname}" RESET idle_in_transaction_session_timeout')

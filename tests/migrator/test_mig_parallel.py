@@ -222,8 +222,11 @@ def _children() -> list[int]:
     """This process's live child processes (Linux: /proc/<pid>/task/<tid>/children)."""
     found: list[int] = []
     for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
-            found += [int(p) for p in f.read().split()]
+        try:
+            with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        except FileNotFoundError:  # the thread has ended since the listing
+            continue
     return found
 
 

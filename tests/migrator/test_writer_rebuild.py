@@ -107,3 +107,28 @@ def test_complete_tables_are_rebuilt_and_analysed_in_the_transaction_the_rest_at
     foreign = {f"constraint {name} on {table}" for table, name, _ in saved.foreign_own + saved.foreign_in}
     assert {hashjoin[step] for step in early if step in foreign} == {"off"}
     assert {hashjoin[step] for step in steps if step not in foreign} == {"on"}
+
+
+def test_constraints_sharing_a_name_on_two_tables_are_each_rebuilt_with_their_own_table(mas):
+    """A constraint name is unique only per table: the same name on an account table and on a compat
+    table must not make the early rebuild add the compat table's constraint before its table is loaded."""
+    with psycopg.connect(mas, autocommit=True) as conn:
+        conn.execute("ALTER TABLE user_emails ADD CONSTRAINT same_name_fk FOREIGN KEY (user_id) "
+                     "REFERENCES users (user_id)")
+        conn.execute("ALTER TABLE compat_access_tokens ADD CONSTRAINT same_name_fk FOREIGN KEY "
+                     "(compat_session_id) REFERENCES compat_sessions (compat_session_id)")
+    steps: list[str] = []
+    writer = MasWriter(mas, fail_hook=steps.append)
+    writer.open([str(provider_uuid(PROVIDER_ULID))])
+    try:
+        writer.complete(ACCOUNT_TABLES)
+        early = list(steps)
+        writer.rebuild()
+        found = writer.conn.execute("SELECT conrelid::regclass::text FROM pg_constraint WHERE conname = "
+                                    "'same_name_fk' ORDER BY 1").fetchall()
+    finally:
+        writer.finish(commit=False)
+    assert "rebuild:constraint same_name_fk on user_emails" in early
+    assert "rebuild:constraint same_name_fk on compat_access_tokens" not in early
+    assert "rebuild:constraint same_name_fk on compat_access_tokens" in steps
+    assert found == [("compat_access_tokens",), ("user_emails",)]
