@@ -341,9 +341,28 @@ def machine() -> dict:
             "kernel": platform.release()}
 
 
+def cpu_probe() -> float:
+    """Nanoseconds per step of a fixed pure-Python loop (best of five): how fast this guest's CPU is right
+    now. Its speed drifts by 15-20 % within an hour, so invocations compare only through this figure."""
+    def steps(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += i & 7
+        return total
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        steps(2_000_000)
+        best = min(best, time.perf_counter() - started)
+    return round(best / 2_000_000 * 1e9, 1)
+
+
 def print_summary(results: dict) -> None:
     m = results["machine"]
     print(f"machine: {m['cores']} cores, {m['memory_gib']} GiB, {m['postgresql']}, Python {m['python']}")
+    print(f"CPU probe (ns per step of a Python loop; lower is faster): {results['cpu_probe_ns']['before']} "
+          f"before, {results['cpu_probe_ns']['after']} after")
     for r in results["sizes"]:
         print(f"\n== {r['users']:,} users ({r['synapse_rows']['total']:,} Synapse rows) ==")
         print(f"floor (raw COPY of six tables)  {r['floor_s']:8.2f} s   runs "
@@ -418,9 +437,12 @@ def main() -> int:
 
         sync_providers(mas_uri, load_mas_config([mas_yaml]).get("upstream_oauth2.providers", []))
         results = {"machine": {**machine(), "postgresql": f"PostgreSQL {version}"}, "settings": PG_SETTINGS,
-                   "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "sizes": []}
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "sizes": [],
+                   "cpu_probe_ns": {"before": cpu_probe()}}
+        log(f"CPU probe: {results['cpu_probe_ns']['before']} ns per loop step")
         for n in sizes:
             results["sizes"].append(bench_size(server, workdir, n, args.repeat, mas_yaml, [None] + (args.workers or [])))
+        results["cpu_probe_ns"]["after"] = cpu_probe()
         print_summary(results)
         if args.json:
             with open(args.json, "w") as fh:
