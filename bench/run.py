@@ -16,7 +16,8 @@ and a MAS database from fixtures/mas/schema.sql with the generated providers syn
   configuration files.
 
 Every measurement is repeated (--repeat) and the median is reported with the load average next to it.
-Nothing under tests/ runs this: benchmarks are not timed tests.
+tests/bench/test_run.py runs it on a small database for its output, never for its times:
+benchmarks are not timed tests.
 """
 from __future__ import annotations
 
