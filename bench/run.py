@@ -12,10 +12,11 @@ and a MAS database from fixtures/mas/schema.sql with the generated providers syn
 * `syn2mas migrate` (a fresh MAS clone each time) under /usr/bin/time -v: wall time, peak RSS, and the
   report's timings (read, copy, rebuild, per phase);
 * `syn2mas check` on the same databases, twice in a row (the first finds PostgreSQL's buffers holding
-  the floor's or the last migration's pages, the second Synapse's), `syn2mas lint` on the same
-  configuration files.
+  the floor's pages, the second Synapse's), `syn2mas lint` on the same configuration files.
 
 Every measurement is repeated (--repeat) and the median is reported with the load average next to it.
+A repeat runs the floor, the checks and the migrations one after the other, so that each migration
+is also compared with the floor measured just before it (the paired ratios).
 tests/bench/test_run.py runs it on a small database for its output, never for its times:
 benchmarks are not timed tests.
 """
@@ -253,19 +254,14 @@ def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int,
     with open(homeserver, "w") as fh:
         fh.write(HOMESERVER.format(port=server.port, dbname=syn_db))
 
-    # floor
-    floors = []
+    # Per repeat: the floor, then check, then the migrations, so that each migration's ratio can be taken
+    # to the floor measured minutes before it (this guest's speed drifts within an hour).
+    floors, runs, checks, rechecks = [], [], [], []
     for i in range(repeat):
         f = floor_copy(server, syn_db)
         f["load"] = load()
         floors.append(f)
         log(f"floor run {i + 1}: {f['total']:.2f} s")
-    result["floor_runs"] = floors
-    result["floor_s"] = round(statistics.median(f["total"] for f in floors), 3)
-
-    # check (read-only, on the empty MAS clone the migration will use), then migrate
-    runs, checks, rechecks = [], [], []
-    for i in range(repeat):
         for j, n_workers in enumerate(workers):
             mas_db = "mas_run"
             pgserver.drop_database(server, mas_db)
@@ -275,8 +271,8 @@ def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int,
                 check = run_measured([SYN2MAS, "check", *common, "--format", "json"], workdir, ok=(0, 10, 11))
                 checks.append({k: check[k] for k in ("wall_s", "peak_rss_mib", "load", "exit")})
                 log(f"check run {i + 1}: {check['wall_s']:.2f} s (exit {check['exit']})")
-                # The same check at once again: the first one follows the floor's copy or a migration,
-                # whose pages have pushed Synapse's out of shared_buffers; this one finds them there.
+                # The same check at once again: the first one follows the floor's copy, whose pages
+                # have pushed Synapse's out of shared_buffers; this one finds them there.
                 again = run_measured([SYN2MAS, "check", *common, "--format", "json"], workdir, ok=(0, 10, 11))
                 rechecks.append({k: again[k] for k in ("wall_s", "peak_rss_mib", "load", "exit")})
                 log(f"check run {i + 1}, again: {again['wall_s']:.2f} s (exit {again['exit']})")
@@ -298,6 +294,8 @@ def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int,
                 f"peak RSS {mig['peak_rss_mib']} MiB + workers {peaks}, timings {report['timings_s']}, "
                 f"phases {runs[-1]['phases_s']}")
     pgserver.drop_database(server, "mas_run")
+    result["floor_runs"] = floors
+    result["floor_s"] = round(statistics.median(f["total"] for f in floors), 3)
     result["migrate_runs"] = runs
     result["check_runs"] = checks
     result["check_again_runs"] = rechecks
@@ -315,6 +313,10 @@ def bench_size(server: pgserver.PgServer, workdir: str, users: int, repeat: int,
     result["check_s"] = round(statistics.median(c["wall_s"] for c in checks), 3)
     result["check_again_s"] = round(statistics.median(c["wall_s"] for c in rechecks), 3)
     result["ratio_migrate_floor"] = round(result["migrate_s"] / result["floor_s"], 2)
+    # Each repeat's first migration (the headline setting) against the floor of the same repeat.
+    paired = [r["wall_s"] / f["total"] for r, f in zip(runs[::len(workers)], floors)]
+    result["paired_ratios"] = [round(x, 2) for x in paired]
+    result["ratio_paired_median"] = round(statistics.median(paired), 2)
 
     lints = []
     for _ in range(max(repeat, 3)):
@@ -370,7 +372,8 @@ def print_summary(results: dict) -> None:
               + ", ".join(f"{f['total']:.2f} (load {f['load']})" for f in r["floor_runs"]))
         print(f"migrate                         {r['migrate_s']:8.2f} s   runs "
               + ", ".join(f"{x['wall_s']:.2f} (load {x['load']})" for x in r["migrate_runs"]))
-        print(f"  ratio migrate / floor         {r['ratio_migrate_floor']:8.2f}")
+        print(f"  ratio migrate / floor         {r['ratio_migrate_floor']:8.2f}   each repeat against its own floor: "
+              + ", ".join(f"{x:.2f}" for x in r["paired_ratios"]))
         print(f"  peak RSS (main + workers)     {r['migrate_peak_rss_mib']:8.1f} MiB")
         for label, m in r["migrate_by_workers"].items():
             print(f"  --workers {label:<6} {m['wall_s']:8.2f} s, {m['ratio_to_floor']:.2f}x floor, "

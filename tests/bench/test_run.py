@@ -27,6 +27,7 @@ def test_the_benchmark_measures_every_figure_and_each_migration_reconciles(tmp_p
     assert size["users"] == USERS and size["synapse_rows"]["users"] == USERS
     assert size["synapse_rows"]["total"] == sum(v for k, v in size["synapse_rows"].items() if k != "total")
     assert size["floor_s"] > 0 and size["migrate_s"] > 0 and size["ratio_migrate_floor"] > 0
+    assert len(size["floor_runs"]) == len(size["paired_ratios"]) == 1 and size["ratio_paired_median"] > 0
     # One default run (two readers on a multi-core machine, else one) and one --workers 1 run.
     assert sorted(str(r["workers"]) for r in size["migrate_runs"]) == ["1", "auto"]
     assert all(r["reconciled"] for r in size["migrate_runs"])
