@@ -8,6 +8,8 @@ database in the very same snapshot, so that rule queries can run side by side.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -58,6 +60,14 @@ class DbHandle:
     def for_mas(cls, conn: Any, location: Location) -> "DbHandle":
         """Wrap a psycopg connection to MAS that is inside a read-only transaction."""
         return cls("mas", "postgresql", conn, location)
+
+    def local_cpus(self) -> int | None:
+        """The CPUs this process may use when the PostgreSQL server runs on this machine too (a Unix
+        socket or a loopback address), so that they are the server's cores as well; None otherwise."""
+        info = getattr(self.conn, "info", None)
+        if self.dialect != "postgresql" or info is None or not server_is_local(info.host):
+            return None
+        return usable_cpus()
 
     def logical(self, table: str | None) -> str:
         """``synapse-db:users``, ``mas-db`` ..."""
@@ -164,6 +174,25 @@ class DbHandle:
             self.conn.execute(f"RELEASE SAVEPOINT {name}")
             raise
         self.conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+def server_is_local(host: str | None) -> bool:
+    """Whether libpq's ``host`` (as psycopg's ``conn.info.host`` gives it) is this machine: a Unix
+    socket directory, ``localhost`` or a loopback address."""
+    if not host or host.startswith("/") or host.startswith("@") or host == "localhost":
+        return True  # (no host: libpq's default Unix socket; "@": Linux's abstract socket namespace)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the platform tells it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def textregexeq(value: Any, pattern: Any) -> int | None:

@@ -20,7 +20,8 @@ from engine.configdoc import load_mas_config, load_synapse_config
 from engine import dbchecks
 from engine.dbchecks import database_rules, run_database_checks
 from engine.dbfacts import build_facts
-from engine.dbhandles import DbHandle
+from engine import dbhandles
+from engine.dbhandles import DbHandle, server_is_local
 from engine.errors import DatabaseError
 from engine.locations import Location
 from engine.premigrate import MAS_RECHECK_RULES, mas_recheck, synapse_pre_check
@@ -343,6 +344,7 @@ def test_side_by_side_and_serial_runs_find_the_same(pg_server, synapse_db, mas_d
         conn.execute("INSERT INTO users (name) VALUES ('@Scale_0000001:example.org'), ('@bob:other.org')")
         conn.execute("INSERT INTO user_threepids VALUES ('@ghost:example.org', 'msisdn', '4477', 1, 1)")
     synapse, mas = configs(tmp_path)
+    monkeypatch.setattr(dbhandles, "usable_cpus", lambda: 8)  # the test server is local: allow three
     opened = _opened_clones(monkeypatch)
     shared_runs = []
     real_query = DbHandle.query
@@ -375,6 +377,36 @@ def test_side_by_side_and_serial_runs_find_the_same(pg_server, synapse_db, mas_d
             "non-email-threepids", "mas-provider-not-synced"} <= {f[0] for f in serial}
     # the four rules that read every user share one query, run once per check in either mode
     assert shared_runs == [0, 3]
+
+
+@pytest.mark.parametrize("host", ["/var/run/postgresql", "", None, "@abstract", "localhost", "127.0.0.1",
+                                  "127.0.1.1", "::1"])
+def test_a_socket_or_loopback_server_is_local(host):
+    assert server_is_local(host)
+
+
+@pytest.mark.parametrize("host", ["db.example.org", "10.0.0.5", "2001:db8::1", "localhost.example.org"])
+def test_a_server_by_name_or_other_address_is_remote(host):
+    assert not server_is_local(host)
+
+
+@pytest.mark.parametrize("cpus, expected", [(1, 1), (2, 2), (3, 3), (16, 3)])
+def test_a_local_server_gets_no_more_side_by_side_queries_than_cores(pg_server, synapse_db, tmp_path, monkeypatch,
+                                                                     cpus, expected):
+    scale(pg_server, synapse_db, 20)
+    synapse, mas = configs(tmp_path)
+    monkeypatch.setattr(dbhandles, "usable_cpus", lambda: cpus)
+    opened = _opened_clones(monkeypatch)
+    with open_source(synapse_db, lock=True) as source:
+        handle = DbHandle.for_synapse(source, synapse.locate("database"))
+        assert server_is_local(source.conn.info.host)  # the test cluster runs on this machine
+        assert handle.local_cpus() == cpus
+        run_database_checks(build_facts(synapse, mas), synapse=handle, databases=("synapse",))
+    assert opened == [expected]
+
+
+def test_the_cpus_counted_are_those_the_process_may_use():
+    assert dbhandles.usable_cpus() == len(os.sched_getaffinity(0))
 
 
 def test_a_query_failing_on_a_clone_fails_like_a_serial_run(synapse_db, tmp_path, monkeypatch):
