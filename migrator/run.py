@@ -198,6 +198,5 @@ def _workers(source: SynapseSource, options: MigrateOptions) -> int:
 
 def _linked_providers(source: SynapseSource, mapping: dict[str, str]) -> list[str]:
     """MAS provider ids (as configured) that will receive at least one link (`mas-provider-not-synced`)."""
-    used = {r[0] for r in source.fetchall("SELECT DISTINCT e.auth_provider FROM user_external_ids e JOIN users u "
-                                          "ON u.name = e.user_id WHERE u.appservice_id IS NULL")}
+    used = {r[0] for r in source.fetchall(queries.LINKED_PROVIDERS)}
     return sorted({str(mapping[p]) for p in used if p in mapping})

@@ -152,3 +152,30 @@ def test_the_sessions_stream_names_every_column_and_puts_each_user_first(tmp_pat
             assert r[col["user_id"]] in seen_users, r
     assert any(r[col["kind"]] == 2 and not r[col["flags"]] & queries.HAS_DEVICE for r in got), \
         "the demo has a deviceless token"
+
+
+LINK_SEED = """
+INSERT INTO users (name, appservice_id) VALUES ('@alice:demo.example', NULL), ('@bridge:demo.example', 'irc');
+INSERT INTO user_external_ids (auth_provider, external_id, user_id) VALUES
+  ('oidc-dex', 'a', '@alice:demo.example'), ('oidc-dex', 'b', '@bridge:demo.example'),
+  ('oidc-bridge', 'c', '@bridge:demo.example'),
+  ('oidc-gone', 'd', '@nobody:demo.example'),
+  ('oidc-unmapped', 'e', '@alice:demo.example');
+"""
+
+
+def test_providers_that_receive_links_are_those_of_existing_non_appservice_users(tmp_path, synapse_db):
+    """`mas-provider-not-synced` is asked about the MAS providers of links the migration writes: a provider
+    linked only to application-service users or to no existing user receives none; unmapped ones are not
+    MAS providers. Same answer from both dialects."""
+    from migrator.run import _linked_providers
+
+    db = str(tmp_path / "links.db")
+    build_sqlite(DEMO_SQL, db)
+    with sqlite3.connect(db) as conn:
+        conn.executescript("DELETE FROM user_external_ids; DELETE FROM users;" + LINK_SEED)
+    execute(synapse_db, LINK_SEED)
+    mapping = {p: f"01JZ0DEMQ0DEX0PR0V1DER000{i}" for i, p in enumerate(("oidc-dex", "oidc-bridge", "oidc-gone"))}
+    for uri in (db, synapse_db):
+        with open_source(uri, assume_stopped=True) as source:
+            assert _linked_providers(source, mapping) == [mapping["oidc-dex"]]
