@@ -94,8 +94,8 @@ def _connection_args(kw: dict):
               help="Trust that Synapse is stopped when syn2mas cannot prove it (read-only role, SQLite).")
 @click.option("--strict", is_flag=True, help="Refuse (exit 11, nothing written) while unacknowledged warnings exist.")
 @click.option("--workers", type=click.IntRange(min=1, max=64), metavar="N",
-              help="Processes reading a PostgreSQL Synapse in parallel (default: one per CPU, up to 8, "
-                   "for 20,000 users or more; 1 reads in the main process).")
+              help="Processes reading a PostgreSQL Synapse in parallel (default: one per usable CPU, container "
+                   "quota included, up to 8, for 20,000 users or more; 1 reads in the main process).")
 @acknowledgements_option
 @accept_option
 @click.option("--mas-schema", metavar="PATH",

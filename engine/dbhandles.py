@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from psycopg import sql as pgsql
 
 from migrator.source import SYNAPSE_TABLES, PostgresSource, SynapseSource
 
+from .cpus import usable_cpus
 from .dbquery import expand_lists, plain, used_params
 from .errors import Syn2MasError
 from .locations import Location
@@ -185,14 +185,6 @@ def server_is_local(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, where the platform tells it)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def textregexeq(value: Any, pattern: Any) -> int | None:

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Transformer
 
+from engine.cpus import usable_cpus
 from engine.errors import DatabaseError, Syn2MasError
 
 from . import masschema
@@ -59,10 +60,11 @@ PAYLOAD_BYTES = 2 << 20
 
 
 def auto_workers(source: Any) -> int:
-    """Workers for a run when none is asked for: one per CPU (at most 8) on PostgreSQL with many users."""
+    """Workers for a run when none is asked for: one per usable CPU (affinity and container quota
+    included, at most 8) on PostgreSQL with many users."""
     if os.name != "posix" or not isinstance(source, PostgresSource) or source.estimate("users") < AUTO_MIN_USERS:
         return 1  # workers inherit their pipe as a file descriptor: POSIX only
-    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+    return max(1, min(usable_cpus(), MAX_AUTO_WORKERS))
 
 
 @dataclass(frozen=True)

@@ -405,10 +405,6 @@ def test_a_local_server_gets_no_more_side_by_side_queries_than_cores(pg_server, 
     assert opened == [expected]
 
 
-def test_the_cpus_counted_are_those_the_process_may_use():
-    assert dbhandles.usable_cpus() == len(os.sched_getaffinity(0))
-
-
 def test_a_query_failing_on_a_clone_fails_like_a_serial_run(synapse_db, tmp_path, monkeypatch):
     with psycopg.connect(synapse_db, autocommit=True) as conn:
         conn.execute("ALTER TABLE user_threepids RENAME COLUMN medium TO kind")

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from engine.errors import DatabaseError
-from migrator import queries
+from migrator import parallel, queries
 from migrator.masschema import ACCOUNT_TABLES, TARGET_TABLES
 from migrator.parallel import auto_workers
 from migrator.samples import Sampler, UserFacts
@@ -128,6 +128,19 @@ def test_small_and_sqlite_sources_read_in_one_process(tmp_path, synapse_db):
         assert auto_workers(sqlite) == 1
     finally:
         sqlite.close()
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 1), (3, 3), (64, 8)])
+def test_many_users_read_with_one_worker_per_usable_cpu(synapse_db, monkeypatch, cpus, expected):
+    execute(synapse_db, "INSERT INTO users (name, creation_ts) SELECT '@u' || i || ':example.org', 0 "
+                        "FROM generate_series(1, 20000) i; ANALYZE users")
+    # The count comes from engine/cpus.py (affinity and container quota; tests/engine/test_cpus.py).
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: cpus)
+    source = open_source(synapse_db)
+    try:
+        assert auto_workers(source) == expected
+    finally:
+        source.close()
 
 
 def test_samples_merged_from_workers_are_the_serial_sample():
