@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .configdoc import ConfigDoc
 from .findings import Finding
 from .locations import Path, format_path
+from .mailbox import is_valid_mailbox
 
 # Secret and key files are small; a bound keeps a mistaken path (a device, a huge file) harmless.
 MAX_FILE_BYTES = 1 << 20
@@ -210,39 +211,6 @@ def _unverifiable(rule: str, path: Path, what: str, reason: str | None) -> Viola
     """The warning variant for a referenced file that cannot be read here (mapping.md 6.1, step 4)."""
     return Violation(rule, path, f"{rule} (unverifiable): {what} cannot be read here ({reason}), so it was not "
                      "checked", _UNVERIFIABLE_FIX, severity="warning")
-
-
-# The common spellings, which the stdlib parser accepts without defects (a property test holds the two together);
-# anything else goes to the parser, whose import costs `lint` ~20 ms.
-_DOT_ATOM = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-_PLAIN_MAILBOX = re.compile(rf"[A-Za-z0-9]+(?: [A-Za-z0-9]+)* <{_DOT_ATOM}>|{_DOT_ATOM}")
-
-
-@functools.lru_cache(maxsize=None)
-def _header_factory():
-    """``email.policy.default.header_factory`` (a default ``HeaderRegistry``), imported on first use."""
-    from email.headerregistry import HeaderRegistry
-
-    return HeaderRegistry()
-
-
-def is_valid_mailbox(text: str) -> bool:
-    """One RFC 5322 mailbox with an optional display name (``Name <local@domain>`` or ``local@domain``)."""
-    if not text.strip() or "\r" in text or "\n" in text:
-        return False
-    return _PLAIN_MAILBOX.fullmatch(text) is not None or _parses_as_mailbox(text)
-
-
-def _parses_as_mailbox(text: str) -> bool:
-    """The stdlib parser's verdict: one mailbox, no defects, no group syntax, a local part and a domain."""
-    try:
-        header = _header_factory()("from", text)
-    except Exception:  # the stdlib parser raises assorted errors (even IndexError) on malformed input
-        return False
-    if header.defects or len(header.groups) != 1 or header.groups[0].display_name is not None:
-        return False
-    addresses = header.addresses
-    return len(addresses) == 1 and bool(addresses[0].username) and bool(addresses[0].domain)
 
 
 # ---------------------------------------------------------------- secrets

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from engine.configdoc import ConfigDoc, load_mas_config
 from engine.errors import ConfigError
-from engine.masrules import _PLAIN_MAILBOX, RULES, _parses_as_mailbox, key_kind, key_loaders, rule_findings, rule_table
+from engine.mailbox import PLAIN_MAILBOX, parses_as_mailbox
+from engine.masrules import RULES, key_kind, key_loaders, rule_findings, rule_table
 from engine.masvalidate import RULE_ID, format_checker, is_valid_mailbox, looks_like_key_name, validate_mas_config
 from translator.fresh import fresh_mas_config
 from translator.randomness import Entropy
@@ -620,15 +621,23 @@ def test_findings_point_at_the_offending_node(tmp_path, schema_path):
     ("Ünïcode Name <a@example.com>", True), ("not an email", False), ("foo@", False), ("@example.com", False),
     ("a@example.com, b@example.com", False), ("Name <a@example.com", False), ("group: a@example.com;", False),
     ("", False), ("a@example.com\nBcc: x@example.com", False), ("Name <a@example.com> trailing", False),
+    # Periods in the display name (RFC 5322's obsolete phrase), which MAS's parser (lettre) accepts:
+    # Synapse's default sender with an app_name such as "example.org", a company or a person's initial.
+    ("Your Friendly example.org homeserver <noreply@example.org>", True), ("Example Inc. <a@example.com>", True),
+    ("Dr. J. Doe <a@example.com>", True), ('"Quoted.Name" <a@example.com>', True),
+    (".Leading <a@example.com>", False), ("Name <a@exa..mple.com>", False), ("a.@example.com", False),
+    # Comments, which RFC 5322 allows and lettre refuses; parentheses inside a quoted name are text.
+    ("a@example.com (Matrix)", False), ("Name (Team) <a@example.com>", False), ("Name <a@example.com> (x)", False),
+    ('"Name (Team)" <a@example.com>', True),
 ])
 def test_mailbox_parsing(text, valid):
     assert is_valid_mailbox(text) is valid
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.from_regex(_PLAIN_MAILBOX, fullmatch=True))
+@given(st.from_regex(PLAIN_MAILBOX, fullmatch=True))
 def test_plain_mailboxes_accepted_without_the_parser_are_accepted_by_it(text):
-    assert _parses_as_mailbox(text)
+    assert parses_as_mailbox(text)
 
 
 @pytest.mark.parametrize("fmt,value,valid", [
