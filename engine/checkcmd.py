@@ -16,7 +16,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from migrator.settings import mas_database_uri
-from migrator.source import SynapseSource, open_source
+from migrator.source import SynapseSource, open_source, sqlite_database
 
 from .checks import CONFIG_SCOPES
 from .configdoc import ConfigDoc
@@ -54,8 +54,10 @@ def synapse_database_spec(args: CheckArgs, synapse: ConfigDoc) -> str | dict | N
     """What `open_source` opens: the URI or SQLite override, else Synapse's `database` section (None: none)."""
     if args.synapse_database_uri and args.synapse_sqlite:
         raise ConfigError("--synapse-database-uri and --synapse-sqlite are mutually exclusive")
-    if args.synapse_database_uri or args.synapse_sqlite:
-        return args.synapse_database_uri or args.synapse_sqlite
+    if args.synapse_database_uri:
+        return args.synapse_database_uri
+    if args.synapse_sqlite:
+        return sqlite_database(args.synapse_sqlite)
     database = synapse.get("database")
     return database if isinstance(database, dict) else None
 

@@ -110,21 +110,35 @@ def found_version(conn: psycopg.Connection) -> int | None:
 
 
 def emptiness_problems(conn: psycopg.Connection) -> list[str]:
-    """`mas-database-not-empty`: the eight tables hold no row and no reference-tool leftovers exist."""
+    """`mas-database-not-empty`: the eight tables hold no row and no reference-tool leftovers exist.
+
+    An interrupted reference migration leaves the tables renamed (`syn2mas__users`, ...): a target
+    table that is missing is then named among the problems instead of failing the query."""
     problems = []
     with conn.cursor() as cur:
         for table in TARGET_TABLES:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+            if not cur.fetchone()[0]:
+                problems.append(f"MAS table `{table}` is missing")
+                continue
             cur.execute(f"SELECT 1 FROM {table} LIMIT 1")  # noqa: S608 - fixed table names
             if cur.fetchone():
                 problems.append(f"MAS table `{table}` is not empty")
+    leftovers = leftover_tables(conn)
+    if leftovers:
+        problems.append("leftovers of an interrupted reference migration: " + ", ".join(f"`{t}`" for t in leftovers))
+    return problems
+
+
+def leftover_tables(conn: psycopg.Connection) -> list[str]:
+    """The tables an interrupted run of the reference tool leaves: its restore lists and the renamed
+    MAS tables (`syn2mas__<table>`)."""
+    with conn.cursor() as cur:
         cur.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                     "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND (relname IN "
                     "('syn2mas_restore_constraints', 'syn2mas_restore_indices') OR relname LIKE 'syn2mas\\_\\_%') "
                     "ORDER BY relname")
-        leftovers = [r[0] for r in cur.fetchall()]
-    if leftovers:
-        problems.append("leftovers of an interrupted reference migration: " + ", ".join(f"`{t}`" for t in leftovers))
-    return problems
+        return [r[0] for r in cur.fetchall()]
 
 
 def provider_problems(conn: psycopg.Connection, provider_ids: list[str]) -> list[str]:

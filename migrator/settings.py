@@ -14,6 +14,8 @@ from psycopg.conninfo import make_conninfo
 from engine.configdoc import ConfigDoc
 from engine.errors import ConfigError
 
+from .source import sqlite_database
+
 # MAS `database` keys → libpq keywords (MAS's ssl_mode values use underscores).
 _MAS_DB_KEYS = {"host": "host", "socket": "host", "port": "port", "username": "user", "password": "password",
                 "database": "dbname", "ssl_mode": "sslmode", "ssl_ca_file": "sslrootcert",
@@ -85,7 +87,7 @@ def resolve(synapse: ConfigDoc, mas: ConfigDoc, *, synapse_database_uri: str | N
     if synapse_database_uri:
         database = synapse_database_uri
     elif synapse_sqlite:
-        database = synapse_sqlite
+        database = sqlite_database(synapse_sqlite)
     else:
         database = synapse.get("database")
         if not isinstance(database, dict):

@@ -358,6 +358,12 @@ def _connect_pg(conninfo: str, kwargs: dict[str, Any]) -> psycopg.Connection:
         raise DatabaseError(f"cannot connect to the Synapse database: {str(exc).strip().splitlines()[0]}") from None
 
 
+def sqlite_database(path: str) -> dict[str, Any]:
+    """``--synapse-sqlite PATH`` as a Synapse ``database`` section, so that no file name (one holding
+    ``=``, say) is ever taken for a libpq connection string."""
+    return {"name": "sqlite3", "args": {"database": path}}
+
+
 def open_source(database: str | dict[str, Any], *, exclusive: bool = False, assume_stopped: bool = False,
                 lock: bool = True) -> SynapseSource:
     """Open the Synapse database read-only in one snapshot.

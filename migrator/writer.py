@@ -184,6 +184,10 @@ class MasWriter:
             raise DatabaseError("MAS appears to be running: its tables are in use",
                                 hint="stop MAS (and anything else using its database) during the migration") from None
         except pgerrors.UndefinedTable:
+            self.conn.execute("ROLLBACK")  # the failed LOCK aborted the transaction; look around outside it
+            if masschema.leftover_tables(self.conn):
+                # An interrupted reference run renamed them: the same refusal as `check` gives.
+                raise MasRefused("mas-database-not-empty", masschema.emptiness_problems(self.conn)) from None
             raise MasRefused("mas-schema-missing", ["the MAS tables do not exist: is this a MAS database? "
                                                     "run `mas-cli database migrate`"]) from None
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 
@@ -179,3 +180,22 @@ def test_providers_that_receive_links_are_those_of_existing_non_appservice_users
     for uri in (db, synapse_db):
         with open_source(uri, assume_stopped=True) as source:
             assert _linked_providers(source, mapping) == [mapping["oidc-dex"]]
+
+
+def test_a_sqlite_path_holding_an_equals_sign_is_read_as_a_file(tmp_path, mas_db):
+    """`--synapse-sqlite` names a file whatever its characters: `a=b/` is not a libpq keyword."""
+    from click.testing import CliRunner
+
+    import cli
+    from mighelpers import write_configs
+
+    folder = tmp_path / "host=db"
+    folder.mkdir()
+    db = str(folder / "homeserver.db")
+    build_sqlite(DEMO_SQL, db)
+    hs, mas_yaml = write_configs(tmp_path, mas_db)
+    result = CliRunner().invoke(cli.main, ["check", "--synapse-config", hs, "--config", mas_yaml,
+                                           "--synapse-sqlite", db, "--format", "json"])
+    assert result.exit_code in (0, 10, 11), result.output
+    rules = {finding["rule"] for finding in json.loads(result.output)["findings"]}
+    assert {"guests-in-database", "hidden-device-tokens"} <= rules  # the demo file's rows were read

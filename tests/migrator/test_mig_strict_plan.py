@@ -264,6 +264,25 @@ def test_plan_refuses_where_a_real_run_would(synapse_db, mas):
     assert mas_state(mas) == before
 
 
+@pytest.mark.parametrize("plan", [False, True])
+def test_tables_renamed_by_an_interrupted_reference_run_refuse_as_not_empty(synapse_db, mas, plan):
+    """The reference tool renames the MAS tables while it runs (`syn2mas__users`, ...); after an
+    interrupted run, the refusal names the leftovers, as `check`'s `mas-database-not-empty` does, rather
+    than advising `mas-cli database migrate`, which would find nothing to do."""
+    seed_small(synapse_db)
+    execute(mas, "ALTER TABLE users RENAME TO syn2mas__users")
+    try:
+        before = mas_state(mas)
+        with pytest.raises(MasRefused) as exc:
+            run(synapse_db, mas, plan=plan)
+        assert exc.value.check_id == "mas-database-not-empty"
+        assert "MAS table `users` is missing" in exc.value.problems
+        assert any("`syn2mas__users`" in p for p in exc.value.problems)
+        assert mas_state(mas) == before
+    finally:
+        execute(mas, "ALTER TABLE syn2mas__users RENAME TO users")  # the fixture's database is reused
+
+
 def test_plan_and_dry_run_are_exclusive(mas, tmp_path):
     hs, mas_yaml = write_configs(tmp_path, mas)
     result = cli_migrate(hs, mas_yaml, "--plan", "--dry-run")

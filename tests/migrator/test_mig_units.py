@@ -169,7 +169,7 @@ def test_provider_mapping_and_server_name(tmp_path):
     assert s.server_name == "example.org" and s.mapping == {"oidc-a": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}
     assert s.synapse_database == {"name": "sqlite3", "args": {"database": "/x.db"}}
     assert resolve(load_synapse_config([str(hs)]), load_mas_config([str(mas)]),
-                   synapse_sqlite="/y.db").synapse_database == "/y.db"
+                   synapse_sqlite="/y.db").synapse_database == {"name": "sqlite3", "args": {"database": "/y.db"}}
     mas.write_text("upstream_oauth2:\n  providers:\n    - id: A\n      synapse_idp_id: oidc-a\n"
                    "    - id: B\n      synapse_idp_id: oidc-a\n")
     with pytest.raises(ConfigError, match="two MAS providers"):
