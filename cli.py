@@ -224,16 +224,43 @@ def config_group() -> None:
 @click.option("--compat", type=click.Choice(["syn2mas", "reference"]), default="syn2mas", show_default=True,
               help="`reference` reproduces MAS's converter for user_profile_method and back-channel logout.")
 @click.option("--trace", "trace_file", metavar="FILE", help="Write the trace (MAS key, source, rule, origin) as JSON.")
+@click.option("--lint", "then_lint", is_flag=True,
+              help="Then lint the Synapse configuration with the MAS configuration written, and exit as lint does "
+                   "(0 clean, 10 errors, 11 warnings).")
 @click.option("--seed", hidden=True, help="Tests only: deterministic secrets, keys and ids (warns).")
 @click.option("--clock", hidden=True, help="Tests only: the generation time (ISO 8601).")
 @click.pass_context
-def config_generate(ctx: click.Context, synapse_configs, synapse_patch, trace_file, seed, clock, **kw) -> None:
-    """Translate Synapse's configuration into MAS's; exit 0 (notes on stderr), 1 on bad input."""
+def config_generate(ctx: click.Context, synapse_configs, synapse_patch, trace_file, then_lint, seed, clock,
+                    **kw) -> None:
+    """Translate Synapse's configuration into MAS's; exit 0 (notes on stderr), 1 on bad input; with --lint,
+    lint's exit code."""
     from translator.command import run
     from translator.generate import GenerateOptions
 
-    ctx.exit(run(list(synapse_configs), GenerateOptions(**kw), synapse_patch=synapse_patch, trace_file=trace_file,
-                 seed=seed, clock=clock))
+    code = run(list(synapse_configs), GenerateOptions(**kw), synapse_patch=synapse_patch, trace_file=trace_file,
+               seed=seed, clock=clock)
+    if then_lint:
+        from engine.lint import LintOptions, emit, run_config_checks
+
+        findings, context = run_config_checks(list(synapse_configs), [kw["output"]], LintOptions())
+        code = emit(findings, context, "text", command="lint")
+    ctx.exit(code)
+
+
+@main.command("synapse-patch")
+@synapse_config_option
+@mas_config_option
+@click.option("--output", required=True, metavar="FILE", help="The Synapse overlay to write (mode 0600).")
+@click.option("--mas-internal-url", metavar="URL", help="URL on which Synapse reaches MAS (default: MAS public_base).")
+@click.pass_context
+def synapse_patch(ctx: click.Context, synapse_configs, mas_configs, output, mas_internal_url) -> None:
+    """Write the Synapse overlay that switches delegation on, for an existing MAS configuration (as
+    `config generate --synapse-patch` does for the one it generates); exit 0, 1 on bad input."""
+    from translator.command import run_synapse_patch
+    from translator.generate import GenerateOptions
+
+    ctx.exit(run_synapse_patch(list(synapse_configs), list(mas_configs), output,
+                               GenerateOptions(mas_internal_url=mas_internal_url)))
 
 
 # ---------------------------------------------------------------- the rule catalogue

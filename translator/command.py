@@ -37,16 +37,16 @@ def _trace_json(result: GenerateResult, compat: str) -> str:
     return json.dumps({"version": 1, "compat": compat, "trace": entries}, indent=2) + "\n"
 
 
-def _refuse_overwriting_inputs(synapse_configs: Sequence[str], targets: dict[str, str | None]) -> None:
+def _refuse_overwriting_inputs(input_configs: Sequence[str], targets: dict[str, str | None]) -> None:
     """An output path that names an input (or another output) would destroy it: a usage error."""
-    inputs = [p for p in synapse_configs if os.path.isfile(p)]
+    inputs = [p for p in input_configs if os.path.isfile(p)]
     seen: dict[str, str] = {}
     for flag, path in targets.items():
         if not path:
             continue
         real = os.path.realpath(path)
         if any(os.path.realpath(p) == real for p in inputs):
-            raise ConfigError(f"option {flag}: would overwrite the Synapse configuration", file=path, key=flag,
+            raise ConfigError(f"option {flag}: would overwrite an input configuration", file=path, key=flag,
                               hint="write the output to another file")
         if real in seen:
             raise ConfigError(f"options {seen[real]} and {flag} name the same file", file=path, key=flag)
@@ -98,5 +98,24 @@ def run(synapse_configs: Sequence[str], options: GenerateOptions, *, synapse_pat
     notes = sum(1 for f in result.findings if f.severity == "info")
     lines.append(f"{warnings} warning{'s' if warnings != 1 else ''}, {notes} note{'s' if notes != 1 else ''}")
     # Last line of defence: nothing printed may contain a secret of either configuration.
+    (err or sys.stderr).write(scrub("\n".join(lines) + "\n", result.secrets))
+    return 0
+
+
+def run_synapse_patch(synapse_configs: Sequence[str], mas_configs: Sequence[str], output: str,
+                      options: GenerateOptions, err: TextIO | None = None) -> int:
+    """`syn2mas synapse-patch`: write the overlay for the given MAS configuration (mode 0600), list the
+    edits on ``err``; exit 0, or raise (exit 1) before anything is written."""
+    from .generate import synapse_patch
+
+    targets = {"--output": output}
+    _refuse_overwriting_inputs([*synapse_configs, *mas_configs], targets)
+    _refuse_unwritable_targets(targets)
+    result = synapse_patch(synapse_configs, mas_configs, options)
+    from .writer import atomic_write
+
+    atomic_write(output, result.text)
+    lines = [f"wrote the Synapse overlay {output}; give it to Synapse last, after `syn2mas migrate` succeeded. "
+             "To edit the Synapse files in place instead:", *(f"  - {edit}" for edit in result.edits)]
     (err or sys.stderr).write(scrub("\n".join(lines) + "\n", result.secrets))
     return 0

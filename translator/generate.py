@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from ruamel.yaml.comments import CommentedMap
 
-from engine.configdoc import ConfigDoc, load_synapse_config
+from engine.configdoc import ConfigDoc, load_mas_config, load_synapse_config
 from engine.errors import ConfigError
 from engine.findings import Finding, note, sort_findings
 from engine.rulefiles import default_rules_dir
@@ -184,6 +184,35 @@ def generate(synapse_paths: Sequence[str], options: GenerateOptions, entropy: En
         mas_text=dump(root), patch_text=render_patch(patch), findings=findings,
         trace=trace + [t for t in engine.trace if t.document != "mas"], edits=edit_list(patch, synapse),
         mas=mas_plain, base=base, secret_files=secret_files, secrets=secrets)
+
+
+@dataclass
+class PatchResult:
+    """The overlay for an existing MAS configuration: its text, the edit list, and the secrets to scrub."""
+
+    text: str
+    edits: list[str]
+    secrets: set[str]
+
+
+def synapse_patch(synapse_paths: Sequence[str], mas_paths: Sequence[str], options: GenerateOptions) -> PatchResult:
+    """The Synapse overlay that switches delegation on (mapping.md 7.7), for the MAS configuration at
+    ``mas_paths`` as it is (`syn2mas synapse-patch`): the same rules as `generate --synapse-patch`, which
+    applies them to the configuration it generates. Writes nothing."""
+    if not synapse_paths:
+        raise ConfigError("no Synapse configuration given", hint="pass --synapse-config FILE (repeatable)")
+    if not mas_paths:
+        raise ConfigError("no MAS configuration given", hint="pass --config FILE (repeatable)")
+    ruleset = load_ruleset(options.rules_dir)
+    synapse = load_synapse_config(list(synapse_paths), skip_patch_overlays=True)
+    check_shapes(synapse, options.rules_dir or default_rules_dir())
+    mas = load_mas_config(list(mas_paths)).data
+    entropy = Entropy.system()
+    engine = Engine(ruleset, synapse, options.expression_options(), entropy, entropy.now(), options.rules_dir)
+    patch = new_patch_document()
+    engine.run("synapse_patch", patch, mas=mas)
+    return PatchResult(text=render_patch(patch), edits=edit_list(patch, synapse),
+                       secrets=secret_values("synapse", synapse.data) | secret_values("mas", mas))
 
 
 def write_outputs(result: GenerateResult, output: str, synapse_patch: str | None = None) -> None:

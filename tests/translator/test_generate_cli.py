@@ -50,6 +50,58 @@ def test_generate_writes_both_files_0600_and_reports_on_stderr(tmp_path):
     assert again.exit_code == 0 and "updated mas.yaml" in again.stderr
 
 
+def test_generate_then_lint_exits_as_lint_does(tmp_path):
+    """`generate --lint` (checks.md 5): the output is written, then linted with the Synapse configuration."""
+    (tmp_path / "homeserver.yaml").write_text("server_name: example.org\n")
+    clean = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--lint", *SEEDED], tmp_path)
+    assert clean.exit_code == 0, clean.output
+    assert (tmp_path / "mas.yaml").exists() and "0 errors, 0 warnings" in clean.stdout
+    (tmp_path / "homeserver.yaml").write_text("server_name: example.org\nallow_guest_access: true\n")
+    guests = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--lint", *SEEDED], tmp_path)
+    assert guests.exit_code == 10, guests.output
+    assert "2:1  error" in guests.stdout and "guest-access-enabled" in guests.stdout
+    without = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", *SEEDED], tmp_path)
+    assert without.exit_code == 0 and without.stdout == ""
+
+
+def test_synapse_patch_for_an_existing_mas_configuration(tmp_path):
+    """`syn2mas synapse-patch` (mapping.md 7.7) writes, for a MAS configuration as it is, the overlay that
+    `generate --synapse-patch` writes with the configuration it generates; its secret stays in the file."""
+    (tmp_path / "homeserver.yaml").write_text(
+        "server_name: example.org\nenable_registration: true\n"
+        "matrix_authentication_service: {enabled: false, secret: Old-Disabled-Secret-000000000001}\n")
+    generated = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", "--synapse-patch",
+                         "generated-patch.yaml", *SEEDED], tmp_path)
+    assert generated.exit_code == 0, generated.output
+
+    def patch(*args):
+        old = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            return CliRunner().invoke(cli.main, ["synapse-patch", "--synapse-config", "homeserver.yaml",
+                                                 "--config", "mas.yaml", *args], catch_exceptions=False)
+        finally:
+            os.chdir(old)
+
+    result = patch("--output", "patch.yaml")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "patch.yaml").read_text() == (tmp_path / "generated-patch.yaml").read_text()
+    assert stat.S_IMODE((tmp_path / "patch.yaml").stat().st_mode) == 0o600
+    assert "replace `enable_registration` in homeserver.yaml line 2 with: enable_registration: false" in result.stderr
+    secret = "Old-Disabled-Secret-000000000001"
+    assert secret in (tmp_path / "patch.yaml").read_text() and secret not in result.output
+    # the admin then moves MAS to another address: the overlay follows the MAS configuration as it is
+    mas_text = (tmp_path / "mas.yaml").read_text()
+    (tmp_path / "mas.yaml").write_text(mas_text.replace("public_base: http://[::]:8080/",
+                                                        "public_base: https://auth.example.org/"))
+    assert patch("--output", "patch.yaml").exit_code == 0
+    assert "endpoint: https://auth.example.org/" in (tmp_path / "patch.yaml").read_text()
+    before = (tmp_path / "mas.yaml").read_text()
+    refused = patch("--output", "mas.yaml")
+    assert refused.exit_code == 1 and "would overwrite an input configuration" in refused.stderr
+    assert (tmp_path / "mas.yaml").read_text() == before
+
+
 def _assert_usage_error(result, tmp_path, *fragments):
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
@@ -86,7 +138,7 @@ def test_unsupported_tag_missing_file_and_bad_existing_output_exit_1(tmp_path):
 def test_outputs_never_overwrite_an_input_or_each_other(tmp_path):
     (tmp_path / "homeserver.yaml").write_text("server_name: x\n")
     result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "./homeserver.yaml"], tmp_path)
-    assert result.exit_code == 1 and "would overwrite the Synapse configuration" in result.stderr
+    assert result.exit_code == 1 and "would overwrite an input configuration" in result.stderr
     assert (tmp_path / "homeserver.yaml").read_text() == "server_name: x\n"
     result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "out.yaml", "--synapse-patch", "out.yaml"],
                      tmp_path)
