@@ -9,6 +9,7 @@ except the bounded verification sample.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any, Protocol
 
 from engine.errors import DatabaseError
@@ -54,28 +55,16 @@ _NOBODY = object()
 # A token row's flags for a kept refresh pair: paired, and the latest of its pairs (queries.SESSIONS).
 _KEPT_PAIR = TOKEN_PAIRED | TOKEN_LATEST
 
-# Synapse timestamp columns that hold seconds rather than milliseconds.
-_SECOND_COLUMNS = frozenset({"users.creation_ts"})
+def ms_to_pg(ms: int, anomalies: Counter) -> int:
+    """Milliseconds since the epoch as a binary `timestamptz` value (migrator/copytypes.py).
 
-
-def out_of_range_query(column: str) -> str:
-    """SQL that lists every row of ``column`` (`table.column`) outside the years 1-9999 syn2mas accepts."""
-    table, name = column.split(".", 1)
-    scale = 1000 if column in _SECOND_COLUMNS else 1
-    return (f"SELECT * FROM {table} WHERE {name} NOT BETWEEN {MIN_TIMESTAMP_MS // scale} "
-            f"AND {MAX_TIMESTAMP_MS // scale}")
-
-
-def ms_to_pg(ms: int, what: str) -> int:
-    """Milliseconds since the epoch as a binary `timestamptz` value (migrator/copytypes.py); out-of-range
-    values (outside years 1-9999) are a clear error that says how to find every such row of ``what``
-    (a `table.column`, or a description of a derived time)."""
+    A value outside the years 1-9999 (a unit mistake, a broken clock) is written as the nearest of
+    those bounds and counted (`timestamp-out-of-range`): the migration never stops for a row that
+    `check` does not report (data-migration.md §14.2), and MAS reads every value it writes."""
     value = pg_timestamp(int(ms))
     if value is None:
-        hint = "correct the value in Synapse; syn2mas never writes to Synapse"
-        if "." in what and " " not in what:
-            hint = f"find every such row with `{out_of_range_query(what)}` and " + hint
-        raise DatabaseError(f"a timestamp in {what} is out of range ({ms} ms)", hint=hint)
+        anomalies["timestamp-out-of-range"] += 1
+        value = pg_timestamp(MIN_TIMESTAMP_MS if ms < MIN_TIMESTAMP_MS else MAX_TIMESTAMP_MS)
     return value
 
 
@@ -213,7 +202,7 @@ class Pipeline:
                 created_ms = 0
             else:
                 created_ms = int(creation_ts) * 1000
-            created = ms_to_pg(created_ms, "users.creation_ts")
+            created = ms_to_pg(created_ms, self.anomalies)
             unapproved = approved is not None and not approved
             if unapproved:
                 self.anomalies["unapproved"] += 1  # team decision (§7 row 33): imported locked
@@ -248,7 +237,7 @@ class Pipeline:
             if not exists:
                 raise self._orphan("user_threepids")
             uid = self.user_id(user, creation_ms(creation_ts))
-            created = ms_to_pg(added_at, "user_threepids.added_at")
+            created = ms_to_pg(added_at, self.anomalies)
             facts = self.sampler.get(user)
             if is_email:
                 self.sink.add("user_emails", (self._email_id(added_at, user, medium, address), uid,
@@ -283,7 +272,7 @@ class Pipeline:
             created_ms = creation_ms(creation_ts)
             self.sink.add("upstream_oauth_links", (self._link_id(created_ms, provider, subject),
                                                    mas_provider, self.user_id(user, created_ms), subject,
-                                                   ms_to_pg(created_ms, "users.creation_ts")))
+                                                   ms_to_pg(created_ms, self.anomalies)))
             stats.migrated += 1
             facts = self.sampler.get(user)
             if facts:
@@ -293,10 +282,10 @@ class Pipeline:
         """A migrated token's creation and expiry in binary form (the expiry is checked first)."""
         expires = None
         if valid_until is not None:
-            expires = ms_to_pg(valid_until, "access_tokens.valid_until_ms")
+            expires = ms_to_pg(valid_until, self.anomalies)
             if valid_until < self.run_start_ms:
                 self.anomalies["expired"] += 1
-        return ms_to_pg(created_ms, "access_tokens.last_validated"), expires
+        return ms_to_pg(created_ms, self.anomalies), expires
 
     def phase_sessions(self) -> None:
         """Phase 4: devices → device `compat_sessions`; access tokens → `compat_access_tokens` (a
@@ -332,15 +321,13 @@ class Pipeline:
                 self.anomalies["hidden-null-device"] += 1
             if device_id == "guest_device":
                 self.anomalies["non-guest-guest-device"] += 1
-            # last_seen first: an out-of-range value is reported by its column, not as the session time
-            # derived from it
-            last_active = ms_to_pg(last_seen, "devices.last_seen") if last_seen is not None else None
+            last_active = ms_to_pg(last_seen, self.anomalies) if last_seen is not None else None
             sid = self.device_session_id(name, device_id, start_ms, last_seen)
             address, invalid = inet_wire(ip)
             if invalid:
                 self.anomalies["invalid-ip"] += 1
             sink_add("compat_sessions", (sid, self.user_id(name, owner_ms), device_id, display_name,
-                                         ms_to_pg(sid >> 80, "the device session's start"), owner_admin,
+                                         ms_to_pg(sid >> 80, self.anomalies), owner_admin,
                                          last_active, address, user_agent))
             devices.migrated += 1
             facts = sampler_get(name)

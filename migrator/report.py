@@ -20,7 +20,7 @@ SKIP_REASONS: frozenset[str] = frozenset({
 })
 
 ANOMALIES: tuple[str, ...] = ("invalid-ip", "expired", "creation-ts-missing", "unapproved", "hidden-null-device",
-                              "non-guest-guest-device", "unpaired-refresh-token")
+                              "non-guest-guest-device", "unpaired-refresh-token", "timestamp-out-of-range")
 
 # MAS table (and row filter) holding each entity, for reconciliation (§13).
 ENTITY_TABLES: dict[str, tuple[str, str]] = {
