@@ -23,6 +23,7 @@ from .configdoc import ConfigDoc
 from .dbchecks import DbCheckResult, run_database_checks
 from .dbfacts import build_facts
 from .dbhandles import DbHandle
+from .dbconnect import connection_failure
 from .errors import ConfigError, DatabaseError, Syn2MasError
 from .lint import LintContext, LintOptions, emit, run_config_checks
 from .probe import ProbeResult, probe
@@ -101,7 +102,7 @@ def open_mas(uri: str, mas: ConfigDoc | None) -> Iterator[psycopg.Connection]:
         extra = {} if "application_name" in conninfo_to_dict(uri) else {"application_name": "syn2mas-check"}
         conn = psycopg.connect(uri, autocommit=True, connect_timeout=10, **extra)
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = connection_failure(exc, uri)
         raise DatabaseError(
             f"{_where(mas, 'the MAS database')} cannot be reached: {first}",
             hint="check `database` in the MAS configuration, or pass --mas-database-uri; nothing was written"

@@ -32,6 +32,7 @@ import psycopg
 from psycopg.adapt import Transformer
 
 from engine.cpus import usable_cpus
+from engine.dbconnect import connection_failure
 from engine.errors import DatabaseError, Syn2MasError
 
 from . import masschema
@@ -286,7 +287,7 @@ def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
             conn = psycopg.connect(settings.conninfo, password=settings.password, autocommit=True)
         except psycopg.Error as exc:
             raise DatabaseError(f"a parallel worker cannot connect to the Synapse database: "
-                                f"{str(exc).strip().splitlines()[0]}",
+                                f"{connection_failure(exc, settings.conninfo, settings.password)}",
                                 hint="allow more connections, or run with --workers 1") from None
         pipe.send(("backend", conn.info.backend_pid))
         try:

@@ -14,6 +14,7 @@ from collections import Counter
 
 import psycopg
 
+from engine.dbconnect import connection_failure
 from engine.errors import DatabaseError
 
 from . import masschema
@@ -45,7 +46,7 @@ class PlanTarget:
         try:
             self.conn = psycopg.connect(self.uri, autocommit=True, application_name="syn2mas-plan")
         except psycopg.Error as exc:
-            raise DatabaseError(f"cannot connect to the MAS database: {str(exc).strip().splitlines()[0]}") from None
+            raise DatabaseError(f"cannot connect to the MAS database: {connection_failure(exc, self.uri)}") from None
         try:
             self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             failed = masschema.precondition_failure(self.conn, provider_ids)

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
+from engine.dbconnect import connection_failure
 from engine.errors import DatabaseError, Syn2MasError
 
 from .writer import describe
@@ -354,8 +355,8 @@ def _connect_pg(conninfo: str, kwargs: dict[str, Any]) -> psycopg.Connection:
     try:
         return psycopg.connect(conninfo, autocommit=True, **kwargs)
     except psycopg.Error as exc:
-        # psycopg's message names host/port/user, never the password.
-        raise DatabaseError(f"cannot connect to the Synapse database: {str(exc).strip().splitlines()[0]}") from None
+        failure = connection_failure(exc, conninfo, kwargs.get("password"))
+        raise DatabaseError(f"cannot connect to the Synapse database: {failure}") from None
 
 
 def sqlite_database(path: str) -> dict[str, Any]:

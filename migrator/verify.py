@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from engine.dbconnect import connection_failure
 from engine.errors import DatabaseError
 
 from .ids import IdFactory
@@ -65,7 +66,7 @@ def verify(source: SynapseSource | str | dict[str, Any], mas_uri: str, mapping: 
     try:
         conn = psycopg.connect(mas_uri, application_name="syn2mas-verify")
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to the MAS database: {str(exc).strip().splitlines()[0]}") from None
+        raise DatabaseError(f"cannot connect to the MAS database: {connection_failure(exc, mas_uri)}") from None
     with conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 

@@ -138,6 +138,9 @@ def move_comment(mapping: Any, old: Any, new: Any) -> None:
         mapping.ca.items[new] = mapping.ca.items.pop(old)
 
 
+_DUPLICATE_VALUES = re.compile(r" with value .*", re.DOTALL)
+
+
 def load_round_trip(path: str) -> CommentedMap:
     """Load an existing MAS configuration (YAML 1.2) keeping comments, order and quoting."""
     text = read_text(path)
@@ -148,7 +151,10 @@ def load_round_trip(path: str) -> CommentedMap:
         data = _yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(f"YAML syntax error: {exc.problem or exc.context or 'syntax error'}", file=path,
+        problem = exc.problem or exc.context or "syntax error"
+        # ruamel names a duplicate key's two values, which may be secrets (a pepper, a client secret)
+        problem = _DUPLICATE_VALUES.sub("", problem)
+        raise ConfigError(f"YAML syntax error: {problem}", file=path,
                           line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None,
                           hint="fix the existing MAS configuration, or remove it to generate a fresh one") from None
     except YAMLError as exc:

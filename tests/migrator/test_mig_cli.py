@@ -109,3 +109,12 @@ def test_migrate_with_providers_that_are_not_a_list_refuses_without_traceback(sy
     # no MAS provider maps `oidc-dex` now: the links cannot be attached, so the run is refused
     assert "auth-provider-missing-in-mas" in result.output
     assert rows(mas, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_an_unparsable_database_uri_is_reported_without_its_password(mas, tmp_path):
+    hs, mas_yaml = _write_configs(tmp_path, mas)
+    result = CliRunner().invoke(cli.main, ["migrate", "--synapse-config", hs, "--config", mas_yaml, "--plan",
+                                           "--synapse-database-uri", "postgresql://synapse:Pass%ZZWord-1@db/synapse"])
+    assert result.exit_code == 1
+    assert "cannot connect to the Synapse database: invalid percent-encoded token" in result.output
+    assert "Pass%ZZWord-1" not in result.output and "Traceback" not in result.output

@@ -102,6 +102,16 @@ def test_synapse_patch_for_an_existing_mas_configuration(tmp_path):
     assert (tmp_path / "mas.yaml").read_text() == before
 
 
+def test_a_duplicate_key_in_the_existing_mas_file_is_reported_without_its_values(tmp_path):
+    (tmp_path / "homeserver.yaml").write_text("server_name: example.org\n")
+    (tmp_path / "mas.yaml").write_text("matrix:\n  homeserver: example.org\n  secret: Pepper-Secret-42\n"
+                                       "  secret: Pepper-Secret-42-v2\n")
+    result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", *SEEDED], tmp_path)
+    assert result.exit_code == 1
+    assert 'mas.yaml:4:3: YAML syntax error: found duplicate key "secret"' in result.stderr
+    assert "Pepper-Secret" not in result.output
+
+
 def _assert_usage_error(result, tmp_path, *fragments):
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
