@@ -152,6 +152,15 @@ def _report_options(func):
     return func
 
 
+def _check_report_outputs(kw: dict, inputs: tuple[str, ...]) -> None:
+    """Refuse report paths that would replace an input configuration or a device (engine/outputs.py)."""
+    for flag, key in (("--output", "output"), ("--sarif-file", "sarif_file")):
+        if kw[key]:
+            from engine.outputs import check_output
+
+            check_output(kw[key], flag, inputs, replaced=False)
+
+
 @main.command()
 @_connection_options
 @_report_options
@@ -162,6 +171,7 @@ def check(ctx: click.Context, **kw) -> None:
     """Lint both configurations and check both databases, read-only (exit 0 clean, 10 errors, 11 warnings)."""
     from engine.checkcmd import CheckArgs, check_command
 
+    _check_report_outputs(kw, (*kw["synapse_configs"], *kw["mas_configs"]))
     def show(outcome) -> None:
         click.echo(outcome.line(), err=True)
 
@@ -196,6 +206,7 @@ def lint(ctx: click.Context, synapse_configs, mas_configs, **kw) -> None:
     """Check the Synapse (and MAS) configuration offline; exit 0 clean, 10 errors, 11 warnings, 1 failure."""
     from engine.lint import LintOptions, emit, run_config_checks
 
+    _check_report_outputs(kw, (*synapse_configs, *mas_configs))
     options = LintOptions(ignore_missing_auth_providers=kw["ignore_missing_auth_providers"],
                           mas_schema=kw["mas_schema"], acknowledgements=kw["acknowledgements"],
                           accept=tuple(kw["accept"]))

@@ -7,7 +7,7 @@ Syn2MasError (exit 1, printed by the CLI without a traceback).
 from __future__ import annotations
 
 import logging
-import os
+
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ import click
 
 from engine.configdoc import ConfigDoc, load_mas_config, load_synapse_config
 from engine.errors import ConfigError
+from engine.outputs import check_output
 
 from . import guards
 from .report import MigrationReport
@@ -67,17 +68,10 @@ def setup_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-def ensure_report_writable(path: str) -> None:
-    """Refuse (exit 1) before any work when the report could not be written at the end."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ConfigError("the report path is a directory", file=path, hint="give a file name with --report")
-    if not os.path.isdir(directory):
-        raise ConfigError("cannot write the report: its directory does not exist", file=path,
-                          hint="create the directory or choose another --report path")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ConfigError("cannot write the report: its directory is not writable", file=path,
-                          hint="choose another --report path")
+def ensure_report_writable(path: str, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse (exit 1) before any work when the report could not be written at the end, or would
+    replace one of the ``inputs`` (the configuration files) or a device."""
+    check_output(path, "--report", inputs, replaced=False)
 
 
 def write_report(report: MigrationReport, path: str) -> bool:
@@ -152,7 +146,7 @@ def migrate_command(conn: ConnectionArgs, args: MigrateArgs) -> int:
     assert checks.context.mas is not None  # MAS files were given
     settings = conn.resolve(checks.context.synapse, checks.context.mas)
     if args.report_path:
-        ensure_report_writable(args.report_path)
+        ensure_report_writable(args.report_path, (*conn.synapse_configs, *conn.mas_configs))
     if args.report_skipped:
         check_directory(args.report_skipped)
     refused = checks.config_gate(sys.stderr)
@@ -207,7 +201,7 @@ def verify_command(conn: ConnectionArgs, *, report_path: str | None, migration_r
     setup_logging()
     settings = conn.settings()
     if report_path:
-        ensure_report_writable(report_path)
+        ensure_report_writable(report_path, (*conn.synapse_configs, *conn.mas_configs))
     report = verify(settings.synapse_database, settings.mas_uri, settings.mapping,
                     server_name=settings.server_name, ignore_missing_providers=ignore_missing_providers,
                     sample_size=samples, sample_seed=seed, migration_report=migration_report)

@@ -8,6 +8,7 @@ import sys
 from typing import Sequence, TextIO
 
 from engine.errors import ConfigError
+from engine.outputs import check_output, inside_directory
 from engine.sensitive import scrub
 
 from .generate import GenerateOptions, GenerateResult, finding_lines, generate, write_outputs
@@ -37,33 +38,26 @@ def _trace_json(result: GenerateResult, compat: str) -> str:
     return json.dumps({"version": 1, "compat": compat, "trace": entries}, indent=2) + "\n"
 
 
-def _refuse_overwriting_inputs(input_configs: Sequence[str], targets: dict[str, str | None]) -> None:
-    """An output path that names an input (or another output) would destroy it: a usage error."""
-    inputs = [p for p in input_configs if os.path.isfile(p)]
+def _check_targets(inputs: Sequence[str], targets: dict[str, str | None],
+                   synapse_configs: Sequence[str] = ()) -> None:
+    """Every output is checked before the first is written (a late failure would leave some written): none
+    may destroy an input, be a device or pipe, share a file with another output, or sit in an unwritable
+    directory. The MAS file may not go into a Synapse configuration directory, which Synapse (and the next
+    run) would read as Synapse configuration; the overlay is meant for Synapse and may."""
     seen: dict[str, str] = {}
     for flag, path in targets.items():
         if not path:
             continue
+        check_output(path, flag, inputs)
         real = os.path.realpath(path)
-        if any(os.path.realpath(p) == real for p in inputs):
-            raise ConfigError(f"option {flag}: would overwrite an input configuration", file=path, key=flag,
-                              hint="write the output to another file")
         if real in seen:
             raise ConfigError(f"options {seen[real]} and {flag} name the same file", file=path, key=flag)
         seen[real] = flag
-
-
-def _refuse_unwritable_targets(targets: dict[str, str | None]) -> None:
-    """Every output must be writable before the first is written (a late failure would leave some written)."""
-    for flag, path in targets.items():
-        if not path:
-            continue
-        if os.path.isdir(path):
-            raise ConfigError(f"option {flag}: is a directory, expected a file", file=path, key=flag)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ConfigError(f"option {flag}: the directory does not exist", file=path, key=flag,
-                              hint="create the directory first; nothing was written")
+        directory = inside_directory(path, synapse_configs) if flag == "--output" else None
+        if directory:
+            raise ConfigError(f"option {flag}: the MAS configuration would be inside the Synapse configuration "
+                              f"directory {directory}, which Synapse reads", file=path, key=flag,
+                              hint="write it elsewhere; nothing was written")
 
 
 def run(synapse_configs: Sequence[str], options: GenerateOptions, *, synapse_patch: str | None = None,
@@ -76,8 +70,7 @@ def run(synapse_configs: Sequence[str], options: GenerateOptions, *, synapse_pat
     if not options.output:
         raise ConfigError("no output file", key="--output", hint="pass --output FILE")
     targets = {"--output": options.output, "--synapse-patch": synapse_patch, "--trace": trace_file}
-    _refuse_overwriting_inputs(synapse_configs, targets)
-    _refuse_unwritable_targets(targets)
+    _check_targets([*synapse_configs, *([options.from_mas] if options.from_mas else [])], targets, synapse_configs)
     result = generate(list(synapse_configs), options, entropy_for(seed, clock))
     write_outputs(result, options.output, synapse_patch)
     if trace_file:
@@ -108,9 +101,7 @@ def run_synapse_patch(synapse_configs: Sequence[str], mas_configs: Sequence[str]
     edits on ``err``; exit 0, or raise (exit 1) before anything is written."""
     from .generate import synapse_patch
 
-    targets = {"--output": output}
-    _refuse_overwriting_inputs([*synapse_configs, *mas_configs], targets)
-    _refuse_unwritable_targets(targets)
+    _check_targets([*synapse_configs, *mas_configs], {"--output": output})
     result = synapse_patch(synapse_configs, mas_configs, options)
     from .writer import atomic_write
 

@@ -175,8 +175,11 @@ def dump(doc: Any) -> str:
 
 
 def atomic_write(path: str, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename, with ``mode``."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename, with ``mode``.
+
+    A symbolic link is written through: its target gets the new content and the link stays."""
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     except OSError as exc:
