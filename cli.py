@@ -13,7 +13,15 @@ EXIT_USAGE = 1
 
 
 class _Group(click.Group):
-    """Turns every known error into a one-paragraph message and exit 1; never a traceback."""
+    """Turns every known error into a one-paragraph message and exit 1; never a traceback. Usage errors
+    exit 1 too (checks.md 2), where click's default is 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # an unknown option or a bad value before the command name
+            exc.exit_code = EXIT_USAGE
+            raise
 
     def invoke(self, ctx: click.Context):
         from engine.errors import Syn2MasError
@@ -21,11 +29,16 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except Syn2MasError as exc:
-            click.echo(f"error: {exc}", err=True)
+            from engine.reporters.model import visible  # a message may quote data: no terminal controls
+
+            click.echo("error: " + "\n".join(visible(line) for line in str(exc).split("\n")), err=True)
             ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("interrupted; nothing was committed", err=True)
             ctx.exit(EXIT_USAGE)
+        except click.UsageError as exc:  # an unknown command or option, a missing or invalid value
+            exc.exit_code = EXIT_USAGE
+            raise
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # last resort: a bug must still not print a traceback (or a secret in it)

@@ -58,7 +58,12 @@ def expand_paths(paths: list[str], notes: list[Note]) -> list[str]:
             raise ConfigError("an empty path was given for a configuration file",
                               hint="check the command line (an unset shell variable?)")
         if os.path.isdir(p):
-            for name in sorted(os.listdir(p)):
+            try:
+                names = sorted(os.listdir(p))
+            except OSError as exc:  # a directory without read or search permission
+                raise ConfigError(f"cannot read the configuration directory: {exc.strerror}", file=p,
+                                  hint="check the directory's permissions (read and search)") from None
+            for name in names:
                 full = os.path.join(p, name)
                 if os.path.isdir(full):
                     notes.append(Note(f"sub-directory `{full}` is ignored (Synapse reads only files directly "

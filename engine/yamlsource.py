@@ -227,7 +227,7 @@ def load_with_ruamel(text: str, path: str, version: tuple[int, int]) -> LoadedYa
     def construct(node: Node) -> Any:
         try:
             return constructor.construct_object(node, deep=True)
-        except YAMLError as exc:
+        except (YAMLError, ValueError, OverflowError) as exc:  # a date such as 2026-02-30 is a ValueError
             raise _InvalidScalar(str(exc)) from None
 
     builder = _Builder(path, construct, pyyaml_floats=version == (1, 1))

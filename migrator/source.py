@@ -212,6 +212,10 @@ class PostgresSource(SynapseSource):
         try:
             for t in SYNAPSE_TABLES:
                 self.conn.execute(sql.SQL("LOCK TABLE {} IN " + mode + " MODE NOWAIT").format(sql.Identifier(t)))
+        except pgerrors.UndefinedTable:
+            self.conn.execute("ROLLBACK TO SAVEPOINT syn2mas_locks")
+            self.check_schema()  # names every missing table and column
+            raise
         except pgerrors.LockNotAvailable:
             raise SynapseStillRunning(
                 "Synapse (or another client) is still using its database: the Synapse tables cannot be locked",

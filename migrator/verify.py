@@ -17,6 +17,7 @@ from psycopg import sql
 
 from engine.dbconnect import connection_failure
 from engine.errors import DatabaseError
+from engine.reporters.model import visible
 
 from .ids import IdFactory
 from .pipeline import NullSink, Pipeline
@@ -103,5 +104,5 @@ def reconciliation_lines(report: MigrationReport) -> list[str]:
         lines.append(f"{r['entity']:22} {r['expected']:>10} {r['found']:>10}  {r['status']}")
     if report.sample_mismatches:
         lines.append(f"sampled users that differ: {len(report.sample_mismatches)}")
-        lines.extend("  " + m for m in report.sample_mismatches[:20])
+        lines.extend("  " + visible(m) for m in report.sample_mismatches[:20])  # user ids come from the data
     return lines

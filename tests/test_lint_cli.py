@@ -95,12 +95,44 @@ def test_invalid_acknowledgements_file_exits_1_with_file_and_line(run):
     ({"hs.yaml": CLEAN, "mas.yaml": "matrix: {}\n"}, ["--config", "mas.yaml", "--mas-schema", "nope.json"],
      "schema not found"),
     ({"hs.yaml": CLEAN}, ["--accept", "no-such-rule=A reason long enough"], "unknown rule `no-such-rule`"),
+    ({"hs.yaml": CLEAN, "acks.yaml": "version: 1\nacknowledgements:\n  - rule: registration-enabled\n"
+                                     "    reason: Open until the switch, approved.\n    until: 2026-02-30\n"},
+     ["--acknowledgements", "acks.yaml"], "acks.yaml:5:12: invalid scalar: day is out of range for month"),
 ])
 def test_bad_input_exits_1_with_position_and_no_traceback(run, files, args, words):
     result = run(["lint", "--synapse-config", "hs.yaml", *args], files)
     assert result.exit_code == 1
     assert words in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--format", "xml"], ["--output"]])
+def test_usage_errors_exit_1(run, args):
+    """checks.md 2: usage errors exit 1 (click's own default is 2), with click's message."""
+    result = run(["lint", "--synapse-config", "hs.yaml", *args], {"hs.yaml": CLEAN})
+    assert result.exit_code == 1 and "Error:" in result.output
+
+
+def test_an_unknown_command_exits_1(run):
+    result = run(["lnit"])
+    assert result.exit_code == 1 and "No such command" in result.output
+
+
+def test_an_unreadable_configuration_directory_exits_1_naming_it(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "hs.yaml").write_text(CLEAN)
+    os.chmod(tmp_path / "conf.d", 0)
+    try:
+        # root reads any directory: where the tests run as root (as in CI), without that capability
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+        done = subprocess.run([*prefix, sys.executable, "-m", "cli", "lint", "--synapse-config", "conf.d"],
+                              cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        os.chmod(tmp_path / "conf.d", 0o700)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "conf.d: cannot read the configuration directory: Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_output_file_and_sarif_file(run, tmp_path):

@@ -112,8 +112,21 @@ def rules_digest(rules_dir: str) -> str:
 
 
 def one_line(text: str) -> str:
-    """Messages are one line in line-oriented formats (a schema message may hold a newline)."""
-    return " ".join(text.split())
+    """Messages are one line in line-oriented formats (a schema message may hold a newline); control
+    characters that came from the data are shown escaped (:func:`visible`)."""
+    return visible(" ".join(text.split()))
+
+
+# C0 and C1 controls, DEL, and the invisible format characters that reorder or hide text (bidi overrides,
+# zero-width ones): a device id or user id holding them must not move the cursor, clear the terminal or
+# forge a line of the report.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """``text`` with its control and invisible format characters written as ``\\xNN`` or ``\\uNNNN``."""
+    return _INVISIBLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                          else f"\\u{ord(m.group()):04x}", text)
 
 
 def group_key(finding: Finding) -> str:

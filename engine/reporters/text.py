@@ -4,7 +4,7 @@ from __future__ import annotations
 from itertools import groupby
 
 from ..findings import Finding
-from .model import Report, group_key, one_line
+from .model import Report, group_key, one_line, visible
 
 _COLOURS = {"error": "\033[31m", "warning": "\033[33m", "info": "\033[36m", "accepted": "\033[32m"}
 _DIM, _BOLD, _RESET = "\033[2m", "\033[1m", "\033[0m"
@@ -29,9 +29,9 @@ def _line(f: Finding, style: _Style, width: int) -> list[str]:
     rule = style(f"({f.rule})", _DIM)
     out = [f"  {_position(f).ljust(width)}  {severity}  {where}{one_line(f.message)}  {rule}"]
     if f.samples:
-        out.append(" " * (width + 4) + style("samples: " + ", ".join(f.samples), _DIM))
+        out.append(" " * (width + 4) + style("samples: " + ", ".join(visible(x) for x in f.samples), _DIM))
     if f.remediation and f.severity != "info":
-        out.append(" " * (width + 4) + style("fix: " + f.remediation, _DIM))
+        out.append(" " * (width + 4) + style("fix: " + one_line(f.remediation), _DIM))
     if f.acknowledged is not None:
         out.append(" " * (width + 4) + style("accepted: " + f.acknowledged, _COLOURS["accepted"]))
     return out

@@ -171,6 +171,22 @@ def test_parsable_is_one_line_per_finding(report):
     assert lines[1].endswith("(oidc-provider-option-unsupported) [accepted]")
 
 
+@pytest.mark.parametrize("fmt", ["text", "parsable"])
+def test_control_characters_from_the_data_are_shown_escaped(report, fmt):
+    """A client-chosen device id (or a user id) holding ESC, CR or a bidi override must neither drive the
+    admin's terminal nor forge a line of the report."""
+    hostile = "@eve:example.org \x1b[2J\rerror: forged\u202e"
+    report.findings.append(Finding("hidden-device-tokens", "warning", f"tokens of {hostile}", scope="database",
+                                   location=Location("homeserver.yaml", 1, 1, "database", "synapse-db:devices"),
+                                   samples=[hostile]))
+    text = render(report, fmt)
+    assert "\x1b" not in text and "\r" not in text and "\u202e" not in text
+    assert "of @eve:example.org \\x1b[2J error: forged\\u202e" in text  # the message: one line, escaped
+    if fmt == "text":
+        assert "samples: @eve:example.org \\x1b[2J\\x0derror: forged\\u202e" in text
+    assert not any(line.startswith("error: forged") for line in text.splitlines())
+
+
 def test_summary_verdicts():
     clean = Report("lint", [])
     assert clean.summary_line() == "0 errors, 0 warnings, 0 accepted: ready to migrate" and clean.exit_code == 0

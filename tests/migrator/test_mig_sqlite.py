@@ -109,6 +109,15 @@ def test_schema_guard_names_missing_columns(tmp_path):
         open_source(db)
 
 
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_a_postgresql_database_without_synapse_tables_is_named_so(fresh_synapse_db, exclusive):
+    """The tables are locked before the schema is read: a missing one is reported as the schema guard
+    reports it (as for SQLite), not as an internal error of the LOCK."""
+    execute(fresh_synapse_db, "DROP TABLE user_threepids, refresh_tokens CASCADE")
+    with pytest.raises(DatabaseError, match=r"lacks table `user_threepids`, table `refresh_tokens`"):
+        open_source(fresh_synapse_db, exclusive=exclusive)
+
+
 def test_missing_locked_column_counts_as_false(fresh_synapse_db, mas):
     execute(fresh_synapse_db, "ALTER TABLE users DROP COLUMN locked; ALTER TABLE users DROP COLUMN approved;"
                               "INSERT INTO users (name, creation_ts) VALUES ('@a:example.org', 1)")
