@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .findings import Finding, sort_findings
 from .rulefiles import default_rules_dir
 from .sensitive import scrub, secret_values
+from .servername import check_server_name
 
 MAS_SCHEMA_ENV = "SYN2MAS_MAS_SCHEMA"
 _MIN_SECRET_LEN = 4
@@ -79,6 +80,7 @@ def load_context(synapse_paths: list[str], mas_paths: list[str], options: LintOp
     if synapse.get("server_name") is None:
         raise ConfigError("the Synapse configuration has no `server_name`", file=synapse.files[0] if synapse.files
                           else None, line=1, hint="give every Synapse configuration file Synapse itself reads")
+    check_server_name(synapse)
     mas = load_mas_config(list(mas_paths)) if mas_paths else None
     check_options = CheckOptions(ignore_missing_auth_providers=options.ignore_missing_auth_providers,
                                  mas_schema=resolve_mas_schema(options.mas_schema) if mas else None,

@@ -8,6 +8,7 @@ except the bounded verification sample.
 """
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections import Counter
 from typing import Any, Protocol
@@ -118,6 +119,7 @@ class Pipeline:
         self.params = {"run_start": run_start_ms}
         self.entities = report.entities
         self.anomalies = report.anomalies
+        self._phase: tuple[str, tuple[str, ...]] = ("reading", ())  # the phase being read, for errors
         self._last_user: tuple = (None, None, None)
         # One id maker per kind (migrator/ids.py): ids are the 128-bit integers of their UUIDs.
         self._user_id = ids.maker("users")
@@ -153,6 +155,7 @@ class Pipeline:
                              hint="run `syn2mas check` (rule orphan-rows) and delete the orphan rows in Synapse")
 
     def _stream(self, phase: str, tables: tuple[str, ...], query: str, note: str = "") -> Any:
+        self._phase = (phase, tables)
         self.progress.phase(phase, sum(self.source.estimate(t) for t in tables), note)
         tick = self.progress.tick
         for rows in self.source.batches(queries.for_partition(query, self.partition), self.params):
@@ -168,12 +171,31 @@ class Pipeline:
 
     def run_phases(self) -> None:
         """The read phases over this pipeline's users (all of them, or its partition)."""
-        self.phase_users()
-        self.sampler.freeze()
-        self.phase_threepids()
-        self.phase_links()
-        self.sink.complete(masschema.ACCOUNT_TABLES)
-        self.phase_sessions()
+        try:
+            self.phase_users()
+            self.sampler.freeze()
+            self.phase_threepids()
+            self.phase_links()
+            self.sink.complete(masschema.ACCOUNT_TABLES)
+            self.phase_sessions()
+        except (sqlite3.Error, ValueError, TypeError, AttributeError, UnicodeError) as exc:
+            if self.source.kind != "sqlite":
+                raise
+            raise self._odd_sqlite_value(exc) from None
+
+    def _odd_sqlite_value(self, exc: Exception) -> DatabaseError:
+        """SQLite keeps any value in any column (text in an integer column, a blob for a text, bytes that
+        are not UTF-8), which PostgreSQL never holds: name the phase and how to find the rows. The
+        exception's own text is left out: it may quote the value, a token for instance."""
+        phase, tables = self._phase
+        table = tables[0] if tables else "<table>"
+        return DatabaseError(
+            f"{phase}: a value of an unexpected type or encoding in the SQLite database ({type(exc).__name__}); "
+            "nothing was written",
+            hint=f"find it with `SELECT rowid, typeof(<column>) FROM {table} WHERE typeof(<column>) NOT IN "
+                 "('integer', 'null')` for a number column (('text', 'null') for a text column); text that is not "
+                 f"UTF-8 shows in `sqlite3 FILE '.dump {table}'`. Correct it, or port the database to PostgreSQL "
+                 "with synapse_port_db first")
 
     def count_unpaired_refresh_tokens(self) -> None:
         """The `unpaired-refresh-token` anomaly: counted once over all refresh tokens."""

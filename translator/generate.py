@@ -17,6 +17,7 @@ from engine.errors import ConfigError
 from engine.findings import Finding, note, sort_findings
 from engine.rulefiles import default_rules_dir
 from engine.sensitive import is_sensitive, secret_values
+from engine.servername import check_server_name
 
 from .apply import Engine, TraceEntry
 from .fresh import fresh_mas_config, write_secrets_dir
@@ -164,6 +165,7 @@ def generate(synapse_paths: Sequence[str], options: GenerateOptions, entropy: En
     ruleset = load_ruleset(options.rules_dir)
     synapse = load_synapse_config(list(synapse_paths), skip_patch_overlays=True)
     check_shapes(synapse, options.rules_dir or default_rules_dir())
+    check_server_name(synapse)
     root, base = _base_document(options, entropy)
     engine = Engine(ruleset, synapse, options.expression_options(), entropy, entropy.now(), options.rules_dir)
     engine.run("mas", root)

@@ -208,3 +208,26 @@ def test_a_sqlite_path_holding_an_equals_sign_is_read_as_a_file(tmp_path, mas_db
     assert result.exit_code in (0, 10, 11), result.output
     rules = {finding["rule"] for finding in json.loads(result.output)["findings"]}
     assert {"guests-in-database", "hidden-device-tokens"} <= rules  # the demo file's rows were read
+
+
+@pytest.mark.parametrize("mutation, phase", [
+    ("UPDATE users SET creation_ts = 'yesterday' WHERE name = (SELECT min(name) FROM users)", "phase 1 users"),
+    ("UPDATE users SET password_hash = X'2432622431' WHERE name = (SELECT min(name) FROM users)", "phase 1 users"),
+    ("UPDATE devices SET user_agent = CAST(X'FFFE' AS TEXT) WHERE rowid = (SELECT min(rowid) FROM devices)",
+     "phase 4"),
+])
+def test_odd_sqlite_values_name_the_phase_and_how_to_find_them(tmp_path, mas_db, mutation, phase):
+    """SQLite keeps text in an integer column, a blob for a text, or bytes that are not UTF-8: the run stops
+    with the phase and a query to find the row, not with an internal error, and nothing is written."""
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    conn = sqlite3.connect(db)
+    conn.execute(mutation)
+    conn.commit()
+    conn.close()
+    add_provider(mas_db, DEMO_PROVIDER)
+    with pytest.raises(DatabaseError) as exc:
+        run_demo(db, mas_db)
+    assert exc.value.message.startswith(phase) and "unexpected type or encoding" in exc.value.message
+    assert "typeof(<column>)" in exc.value.hint
+    assert rows(mas_db, "SELECT count(*) FROM users") == [(0,)]

@@ -112,6 +112,13 @@ def test_a_duplicate_key_in_the_existing_mas_file_is_reported_without_its_values
     assert "Pepper-Secret" not in result.output
 
 
+@pytest.mark.parametrize("value", ["1234", "''", "'matrix example.org'"])
+def test_a_server_name_synapse_refuses_stops_generate(tmp_path, value):
+    (tmp_path / "homeserver.yaml").write_text(f"report_stats: false\nserver_name: {value}\n")
+    result = _invoke(["--synapse-config", "homeserver.yaml", "--output", "mas.yaml", *SEEDED], tmp_path)
+    _assert_usage_error(result, tmp_path, "homeserver.yaml:2:1: `server_name`", "Synapse refuses to start with it")
+
+
 def _assert_usage_error(result, tmp_path, *fragments):
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
