@@ -135,7 +135,8 @@ def migrate(ctx: click.Context, **kw) -> None:
 @click.option("--report", "report_path", metavar="FILE", help="Write the JSON verification report here.")
 @click.option("--migration-report", metavar="FILE",
               help="The report of the migration, to tell Synapse changes since then from missing rows.")
-@click.option("--samples", default=100, show_default=True, help="Number of users compared field by field.")
+@click.option("--samples", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Number of users compared field by field.")
 @click.option("--seed", default=0, show_default=True, help="Seed choosing the sampled users.")
 @click.pass_context
 def verify(ctx: click.Context, **kw) -> None:

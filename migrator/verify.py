@@ -37,10 +37,19 @@ def _previous_expected(path: str | None) -> dict[str, int]:
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
+    except OSError as exc:
+        raise DatabaseError(f"cannot read the migration report: {exc.strerror}", file=path) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        line = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise DatabaseError(f"the migration report is not JSON{line}", file=path,
+                            hint="give the file `syn2mas migrate --report` wrote") from None
+    try:
         return {name: int(e["read"]) - sum(int(v) for v in e["skipped"].values())
                 for name, e in doc["entities"].items()}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DatabaseError(f"cannot read the migration report ({type(exc).__name__})", file=path) from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DatabaseError("the migration report is not one `syn2mas migrate` wrote: it lacks "
+                            "`entities` with their `read` and `skipped` counts", file=path,
+                            hint="give the file `syn2mas migrate --report` wrote") from None
 
 
 def verify(source: SynapseSource | str | dict[str, Any], mas_uri: str, mapping: dict[str, str], *,

@@ -67,6 +67,25 @@ def mas_failure(exc: psycopg.Error) -> DatabaseError:
                          hint="check the MAS database server, then run the migration again")
 
 
+def _write_failure(table: str, exc: psycopg.Error) -> DatabaseError:
+    """A failed COPY into ``table``; text PostgreSQL cannot store (a NUL character, possible only in a SQLite
+    Synapse, or bytes the MAS database's encoding lacks) gets a hint that finds it."""
+    hint = None
+    if isinstance(exc, (pgerrors.CharacterNotInRepertoire, pgerrors.UntranslatableCharacter)):
+        hint = ("a Synapse text value holds a NUL character or a character the MAS database's encoding cannot "
+                "store; in a SQLite Synapse, find it with `SELECT rowid FROM <table> WHERE instr(<column>, "
+                "char(0)) > 0` and correct it")
+    return DatabaseError(f"writing `{table}` failed: {describe(exc)}; nothing was committed", hint=hint)
+
+
+def _rebuild_hint(exc: psycopg.Error, default: str) -> str:
+    """What to do when a rebuild step fails: an index entry too large means an oversized value."""
+    if isinstance(exc, pgerrors.ProgramLimitExceeded):
+        return ("a value is too long for a MAS index entry (about 2,700 bytes): a user id, email address or "
+                "token that long; find it in Synapse with `SELECT ... WHERE length(<column>) > 2000`")
+    return default
+
+
 def _copy_statement(table: str) -> sql.Composed:
     """COPY of ``table``'s COPY_COLUMNS from binary data on standard input.
 
@@ -251,7 +270,7 @@ class MasWriter:
                 for row in rows:
                     copy.write_row(row)
         except psycopg.Error as exc:
-            raise DatabaseError(f"writing `{table}` failed: {describe(exc)}; nothing was committed") from None
+            raise _write_failure(table, exc) from None
         self._buffers[table] = []
         self.copy_seconds += time.monotonic() - started
         self.fail_hook(f"copy:{table}")
@@ -263,7 +282,7 @@ class MasWriter:
             with self.conn.cursor() as cur, cur.copy(_copy_statement(table)) as copy:
                 copy.write(payload)
         except psycopg.Error as exc:
-            raise DatabaseError(f"writing `{table}` failed: {describe(exc)}; nothing was committed") from None
+            raise _write_failure(table, exc) from None
         self.copy_seconds += time.monotonic() - started
         self.fail_hook(f"copy:{table}")
 
@@ -331,7 +350,7 @@ class MasWriter:
                 self.conn.execute(stmt)
             except psycopg.Error as exc:
                 raise DatabaseError(f"{verb} {label} failed: {describe(exc)}; nothing was committed",
-                                    hint=hint) from None
+                                    hint=_rebuild_hint(exc, hint)) from None
             self.fail_hook(f"rebuild:{label}")
 
     def count(self, table: str, where: str) -> int:

@@ -79,15 +79,20 @@ def to_string(value: Any, ctx: TransformContext) -> Any:
 
 
 @transform("integer")
-def to_integer(value: Any, ctx: TransformContext) -> Any:
-    """An integer, also from a numeric string (Synapse accepts ``"587"`` where it casts)."""
+def to_integer(value: Any, ctx: TransformContext, minimum: int | None = None, maximum: int | None = None) -> Any:
+    """An integer, also from a numeric string (Synapse accepts ``"587"`` where it casts); with ``minimum``
+    or ``maximum``, a value outside them is a problem (``out_of_range``) and is left out."""
     if isinstance(value, bool):
         return Result(OMIT, [Problem("not_an_integer", vars={"type": "bool"})])
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
-        return int(value)
-    return Result(OMIT, [Problem("not_an_integer", vars={"type": type(value).__name__})])
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        number = int(value)
+    else:
+        return Result(OMIT, [Problem("not_an_integer", vars={"type": type(value).__name__})])
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        return Result(OMIT, [Problem("out_of_range", vars={"number": number})])
+    return number
 
 
 def normalise_url(text: Any) -> str | None:

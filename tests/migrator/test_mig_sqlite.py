@@ -231,3 +231,26 @@ def test_odd_sqlite_values_name_the_phase_and_how_to_find_them(tmp_path, mas_db,
     assert exc.value.message.startswith(phase) and "unexpected type or encoding" in exc.value.message
     assert "typeof(<column>)" in exc.value.hint
     assert rows(mas_db, "SELECT count(*) FROM users") == [(0,)]
+
+
+@pytest.mark.parametrize("mutation, hint", [
+    ("UPDATE devices SET display_name = 'phone' || char(0) || 'x' WHERE rowid = (SELECT min(rowid) FROM devices)",
+     "instr(<column>, char(0))"),
+    # (random hex: PostgreSQL compresses index entries, so a repeated letter would fit)
+    ("UPDATE user_threepids SET address = lower(hex(randomblob(30000))) || '@example.org' "
+     "WHERE rowid = (SELECT min(rowid) FROM user_threepids WHERE medium = 'email')", "length(<column>) > 2000"),
+])
+def test_values_postgresql_cannot_store_or_index_get_a_hint_to_find_them(tmp_path, mas_db, mutation, hint):
+    """A SQLite Synapse can hold a NUL character or a 60 kB address; MAS's PostgreSQL cannot store or index
+    them. The run fails with a way to find the row, and nothing is written."""
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    conn = sqlite3.connect(db)
+    conn.execute(mutation)
+    conn.commit()
+    conn.close()
+    add_provider(mas_db, DEMO_PROVIDER)
+    with pytest.raises(DatabaseError) as exc:
+        run_demo(db, mas_db)
+    assert hint in exc.value.hint and "nothing was committed" in exc.value.message
+    assert rows(mas_db, "SELECT count(*) FROM users") == [(0,)]

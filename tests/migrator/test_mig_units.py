@@ -1,6 +1,7 @@
 """Unit-level behaviour of the migrator's small modules (no database needed)."""
 from __future__ import annotations
 
+import re
 import uuid
 
 import psycopg
@@ -174,3 +175,27 @@ def test_provider_mapping_and_server_name(tmp_path):
                    "    - id: B\n      synapse_idp_id: oidc-a\n")
     with pytest.raises(ConfigError, match="two MAS providers"):
         resolve(load_synapse_config([str(hs)]), load_mas_config([str(mas)]))
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "is not JSON (line 1)"), ("[1, 2]", "lacks `entities`"),
+    ('{"entities": {"users": {"read": 3}}}', "lacks `entities`"), (None, "cannot read the migration report"),
+])
+def test_verify_names_what_is_wrong_with_a_migration_report(tmp_path, content, words):
+    from migrator.verify import _previous_expected
+
+    path = tmp_path / "report.json"
+    if content is None:
+        path.mkdir()  # a directory where the file should be
+    else:
+        path.write_text(content)
+    with pytest.raises(DatabaseError, match=re.escape(words)):
+        _previous_expected(str(path))
+
+
+def test_verify_reads_the_expected_counts_of_a_migration_report(tmp_path):
+    from migrator.verify import _previous_expected
+
+    path = tmp_path / "report.json"
+    path.write_text('{"entities": {"users": {"read": 5, "skipped": {"guest-user": 2}}}}')
+    assert _previous_expected(str(path)) == {"users": 3}
