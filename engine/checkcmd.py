@@ -23,7 +23,7 @@ from .configdoc import ConfigDoc
 from .dbchecks import DbCheckResult, run_database_checks
 from .dbfacts import build_facts
 from .dbhandles import DbHandle
-from .dbconnect import connection_failure
+from .dbconnect import CONNECT_ERRORS, connection_failure
 from .errors import ConfigError, DatabaseError, Syn2MasError
 from .lint import LintContext, LintOptions, emit, run_config_checks
 from .probe import ProbeResult, probe
@@ -101,7 +101,7 @@ def open_mas(uri: str, mas: ConfigDoc | None) -> Iterator[psycopg.Connection]:
     try:
         extra = {} if "application_name" in conninfo_to_dict(uri) else {"application_name": "syn2mas-check"}
         conn = psycopg.connect(uri, autocommit=True, connect_timeout=10, **extra)
-    except psycopg.Error as exc:
+    except CONNECT_ERRORS as exc:
         first = connection_failure(exc, uri)
         raise DatabaseError(
             f"{_where(mas, 'the MAS database')} cannot be reached: {first}",

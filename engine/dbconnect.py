@@ -11,6 +11,10 @@ import re
 
 import psycopg
 
+# What connecting can raise besides psycopg's errors: a host name that is no valid IDNA label (psycopg
+# resolves host names itself) raises UnicodeError.
+CONNECT_ERRORS: tuple[type[Exception], ...] = (psycopg.Error, UnicodeError)
+
 _QUOTED = re.compile(r'"[^"]*"')
 _URI_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@?#]*?:([^@/?#]*)@")
 _KEYWORD_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
@@ -20,7 +24,7 @@ def connection_failure(exc: Exception, conninfo: str | None = None, password: st
     """The first line of ``exc``'s message, safe to print for a connection to ``conninfo``."""
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    if isinstance(exc, psycopg.ProgrammingError):  # the connection string could not be parsed
+    if isinstance(exc, (psycopg.ProgrammingError, UnicodeError)):  # the connection string could not be parsed
         first = (_QUOTED.sub('"…"', first)
                  + " (check the connection string; special characters in a URI need percent-encoding)")
     for secret in (password, conninfo, *_passwords(conninfo or "")):

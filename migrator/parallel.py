@@ -32,7 +32,7 @@ import psycopg
 from psycopg.adapt import Transformer
 
 from engine.cpus import usable_cpus
-from engine.dbconnect import connection_failure
+from engine.dbconnect import CONNECT_ERRORS, connection_failure
 from engine.errors import DatabaseError, Syn2MasError
 
 from . import masschema
@@ -285,7 +285,7 @@ def worker_main(settings: WorkerSettings, part: int, pipe: Connection) -> None:
     try:
         try:
             conn = psycopg.connect(settings.conninfo, password=settings.password, autocommit=True)
-        except psycopg.Error as exc:
+        except CONNECT_ERRORS as exc:
             raise DatabaseError(f"a parallel worker cannot connect to the Synapse database: "
                                 f"{connection_failure(exc, settings.conninfo, settings.password)}",
                                 hint="allow more connections, or run with --workers 1") from None

@@ -14,7 +14,7 @@ from collections import Counter
 
 import psycopg
 
-from engine.dbconnect import connection_failure
+from engine.dbconnect import CONNECT_ERRORS, connection_failure
 from engine.errors import DatabaseError
 
 from . import masschema
@@ -45,7 +45,7 @@ class PlanTarget:
         """Check the MAS preconditions in a read-only snapshot (no lock of any kind); returns the schema version."""
         try:
             self.conn = psycopg.connect(self.uri, autocommit=True, application_name="syn2mas-plan")
-        except psycopg.Error as exc:
+        except CONNECT_ERRORS as exc:
             raise DatabaseError(f"cannot connect to the MAS database: {connection_failure(exc, self.uri)}") from None
         try:
             self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from engine.dbconnect import connection_failure
+from engine.dbconnect import CONNECT_ERRORS, connection_failure
 from engine.errors import DatabaseError, Syn2MasError
 
 from .writer import describe
@@ -358,7 +358,7 @@ def connection_kwargs(database: dict[str, Any]) -> dict[str, Any]:
 def _connect_pg(conninfo: str, kwargs: dict[str, Any]) -> psycopg.Connection:
     try:
         return psycopg.connect(conninfo, autocommit=True, **kwargs)
-    except psycopg.Error as exc:
+    except CONNECT_ERRORS as exc:
         failure = connection_failure(exc, conninfo, kwargs.get("password"))
         raise DatabaseError(f"cannot connect to the Synapse database: {failure}") from None
 

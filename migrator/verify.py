@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from engine.dbconnect import connection_failure
+from engine.dbconnect import CONNECT_ERRORS, connection_failure
 from engine.errors import DatabaseError
 from engine.reporters.model import visible
 
@@ -75,7 +75,7 @@ def verify(source: SynapseSource | str | dict[str, Any], mas_uri: str, mapping: 
     previous = _previous_expected(migration_report)
     try:
         conn = psycopg.connect(mas_uri, application_name="syn2mas-verify")
-    except psycopg.Error as exc:
+    except CONNECT_ERRORS as exc:
         raise DatabaseError(f"cannot connect to the MAS database: {connection_failure(exc, mas_uri)}") from None
     with conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from engine.dbconnect import connection_failure
+from engine.dbconnect import CONNECT_ERRORS, connection_failure
 from engine.errors import DatabaseError, Syn2MasError
 
 from . import masschema
@@ -161,7 +161,7 @@ class MasWriter:
         try:
             self.conn = psycopg.connect(self.uri, autocommit=True, application_name="syn2mas")
             use_id_dumper(self.conn.adapters)  # ids arrive as integers (migrator/ids.py)
-        except psycopg.Error as exc:
+        except CONNECT_ERRORS as exc:
             raise DatabaseError(f"cannot connect to the MAS database: {connection_failure(exc, self.uri)}") from None
         try:
             row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from click.testing import CliRunner
 
 import cli
@@ -111,10 +112,16 @@ def test_migrate_with_providers_that_are_not_a_list_refuses_without_traceback(sy
     assert rows(mas, "SELECT count(*) FROM users") == [(0,)]
 
 
-def test_an_unparsable_database_uri_is_reported_without_its_password(mas, tmp_path):
+@pytest.mark.parametrize("uri, reason", [
+    ("postgresql://synapse:Pass%ZZWord-1@db/synapse", "invalid percent-encoded token"),
+    # an unencoded `@.` leaves `.` as the host name, which psycopg's resolver refuses with a UnicodeError
+    ("postgresql://synapse:PassWord-1@.@db/synapse", "encoding with 'idna' codec failed"),
+])
+def test_an_unparsable_database_uri_is_reported_without_its_password(mas, tmp_path, uri, reason):
     hs, mas_yaml = _write_configs(tmp_path, mas)
     result = CliRunner().invoke(cli.main, ["migrate", "--synapse-config", hs, "--config", mas_yaml, "--plan",
-                                           "--synapse-database-uri", "postgresql://synapse:Pass%ZZWord-1@db/synapse"])
+                                           "--synapse-database-uri", uri])
     assert result.exit_code == 1
-    assert "cannot connect to the Synapse database: invalid percent-encoded token" in result.output
-    assert "Pass%ZZWord-1" not in result.output and "Traceback" not in result.output
+    assert f"cannot connect to the Synapse database: {reason}" in result.output
+    assert "PassWord-1" not in result.output and "Pass%ZZWord-1" not in result.output
+    assert "Traceback" not in result.output

@@ -210,6 +210,18 @@ def test_a_sqlite_path_holding_an_equals_sign_is_read_as_a_file(tmp_path, mas_db
     assert {"guests-in-database", "hidden-device-tokens"} <= rules  # the demo file's rows were read
 
 
+def _mutated_demo(tmp_path, mas_db: str, mutation: str) -> str:
+    """The demo's SQLite Synapse with ``mutation`` applied, and its provider in MAS."""
+    db = str(tmp_path / "synapse.db")
+    build_sqlite(DEMO_SQL, db)
+    conn = sqlite3.connect(db)
+    conn.execute(mutation)
+    conn.commit()
+    conn.close()
+    add_provider(mas_db, DEMO_PROVIDER)
+    return db
+
+
 @pytest.mark.parametrize("mutation, phase", [
     ("UPDATE users SET creation_ts = 'yesterday' WHERE name = (SELECT min(name) FROM users)", "phase 1 users"),
     ("UPDATE users SET password_hash = X'2432622431' WHERE name = (SELECT min(name) FROM users)", "phase 1 users"),
@@ -219,15 +231,8 @@ def test_a_sqlite_path_holding_an_equals_sign_is_read_as_a_file(tmp_path, mas_db
 def test_odd_sqlite_values_name_the_phase_and_how_to_find_them(tmp_path, mas_db, mutation, phase):
     """SQLite keeps text in an integer column, a blob for a text, or bytes that are not UTF-8: the run stops
     with the phase and a query to find the row, not with an internal error, and nothing is written."""
-    db = str(tmp_path / "synapse.db")
-    build_sqlite(DEMO_SQL, db)
-    conn = sqlite3.connect(db)
-    conn.execute(mutation)
-    conn.commit()
-    conn.close()
-    add_provider(mas_db, DEMO_PROVIDER)
     with pytest.raises(DatabaseError) as exc:
-        run_demo(db, mas_db)
+        run_demo(_mutated_demo(tmp_path, mas_db, mutation), mas_db)
     assert exc.value.message.startswith(phase) and "unexpected type or encoding" in exc.value.message
     assert "typeof(<column>)" in exc.value.hint
     assert rows(mas_db, "SELECT count(*) FROM users") == [(0,)]
@@ -243,14 +248,7 @@ def test_odd_sqlite_values_name_the_phase_and_how_to_find_them(tmp_path, mas_db,
 def test_values_postgresql_cannot_store_or_index_get_a_hint_to_find_them(tmp_path, mas_db, mutation, hint):
     """A SQLite Synapse can hold a NUL character or a 60 kB address; MAS's PostgreSQL cannot store or index
     them. The run fails with a way to find the row, and nothing is written."""
-    db = str(tmp_path / "synapse.db")
-    build_sqlite(DEMO_SQL, db)
-    conn = sqlite3.connect(db)
-    conn.execute(mutation)
-    conn.commit()
-    conn.close()
-    add_provider(mas_db, DEMO_PROVIDER)
     with pytest.raises(DatabaseError) as exc:
-        run_demo(db, mas_db)
+        run_demo(_mutated_demo(tmp_path, mas_db, mutation), mas_db)
     assert hint in exc.value.hint and "nothing was committed" in exc.value.message
     assert rows(mas_db, "SELECT count(*) FROM users") == [(0,)]
