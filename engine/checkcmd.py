@@ -72,7 +72,10 @@ def mas_database_spec(args: CheckArgs, mas: ConfigDoc | None) -> str | None:
     return mas_database_uri(mas)
 
 
-def _where(doc: ConfigDoc | None, what: str) -> str:
+def _where(doc: ConfigDoc | None, what: str, option: str | None = None) -> str:
+    """``what``, and where it was given: the command-line option, else the configuration's `database`."""
+    if option:
+        return f"{what} (given with {option})"
     if doc is None:
         return what
     loc = doc.locate(("database",))
@@ -80,13 +83,14 @@ def _where(doc: ConfigDoc | None, what: str) -> str:
 
 
 @contextlib.contextmanager
-def open_synapse(spec: str | dict, synapse: ConfigDoc) -> Iterator[SynapseSource]:
-    """The Synapse database read-only, in one snapshot with ACCESS SHARE locks; a failure names what to do."""
+def open_synapse(spec: str | dict, synapse: ConfigDoc, option: str | None = None) -> Iterator[SynapseSource]:
+    """The Synapse database read-only, in one snapshot with ACCESS SHARE locks; a failure names what to do
+    and where the database was given (``option``, else Synapse's `database` section)."""
     try:
         source = open_source(spec, exclusive=False, lock=True)
     except Syn2MasError as exc:
         raise DatabaseError(
-            f"{_where(synapse, 'the Synapse database')} cannot be read: {exc.message}",
+            f"{_where(synapse, 'the Synapse database', option)} cannot be read: {exc.message}",
             hint=exc.hint or "check the `database` section of the Synapse configuration, or pass "
                              "--synapse-database-uri / --synapse-sqlite; nothing was written") from None
     try:
@@ -96,7 +100,7 @@ def open_synapse(spec: str | dict, synapse: ConfigDoc) -> Iterator[SynapseSource
 
 
 @contextlib.contextmanager
-def open_mas(uri: str, mas: ConfigDoc | None) -> Iterator[psycopg.Connection]:
+def open_mas(uri: str, mas: ConfigDoc | None, option: str | None = None) -> Iterator[psycopg.Connection]:
     """The MAS database in a read-only snapshot (REPEATABLE READ), rolled back at the end."""
     try:
         extra = {} if "application_name" in conninfo_to_dict(uri) else {"application_name": "syn2mas-check"}
@@ -104,7 +108,7 @@ def open_mas(uri: str, mas: ConfigDoc | None) -> Iterator[psycopg.Connection]:
     except CONNECT_ERRORS as exc:
         first = connection_failure(exc, uri)
         raise DatabaseError(
-            f"{_where(mas, 'the MAS database')} cannot be reached: {first}",
+            f"{_where(mas, 'the MAS database', option)} cannot be reached: {first}",
             hint="check `database` in the MAS configuration, or pass --mas-database-uri; nothing was written"
         ) from None
     try:
@@ -150,10 +154,13 @@ def run_check(args: CheckArgs, *, read_password: Callable[[str], str] | None = N
     with contextlib.ExitStack() as stack:
         synapse = mas = None
         if synapse_spec is not None:
-            source = stack.enter_context(open_synapse(synapse_spec, context.synapse))
+            given = ("--synapse-database-uri" if args.synapse_database_uri
+                     else "--synapse-sqlite" if args.synapse_sqlite else None)
+            source = stack.enter_context(open_synapse(synapse_spec, context.synapse, given))
             synapse = DbHandle.for_synapse(source, context.synapse.locate(("database",)))
         if mas_uri is not None:
-            conn = stack.enter_context(open_mas(mas_uri, context.mas))
+            conn = stack.enter_context(open_mas(mas_uri, context.mas,
+                                                "--mas-database-uri" if args.mas_database_uri else None))
             mas = DbHandle.for_mas(conn, context.mas.locate(("database",)))
         result = run_database_checks(facts, synapse=synapse, mas=mas, rules_dir=context.rules_dir,
                                      unavailable=unavailable)

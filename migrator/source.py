@@ -259,6 +259,9 @@ class SqliteSource(SynapseSource):
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
+        if os.path.isdir(self.path):
+            raise DatabaseError(f"the SQLite database path is a directory: {path}",
+                                hint="give the database file itself (Synapse's `database.args.database`)")
         if not os.path.isfile(self.path):
             raise DatabaseError(f"SQLite database not found: {path}")
         uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"

@@ -128,6 +128,21 @@ def test_unreachable_mas_database_exits_1_with_what_to_do(synapse_db, tmp_path):
     assert "Traceback" not in result.output + result.stderr
 
 
+def test_a_database_given_on_the_command_line_is_blamed_as_given(mas_db, tmp_path):
+    """A failure names the option that gave the database, not the configuration's `database` section."""
+    synapse, mas = write_configs(tmp_path, f"postgresql://postgres@127.0.0.1:{_closed_port()}/synapse", mas_db)
+    (tmp_path / "data").mkdir()
+    result = CliRunner().invoke(main, ["check", "--synapse-config", synapse, "--config", mas,
+                                       "--synapse-sqlite", str(tmp_path / "data")])
+    assert result.exit_code == 1
+    assert "the Synapse database (given with --synapse-sqlite) cannot be read: the SQLite database path is a " \
+           "directory" in result.stderr
+    result = CliRunner().invoke(main, ["check", "--synapse-config", synapse, "--config", mas,
+                                       "--synapse-database-uri", f"postgresql://postgres@127.0.0.1:{_closed_port()}/s"])
+    assert result.exit_code == 1 and "(given with --synapse-database-uri)" in result.stderr
+    assert "`database` at" not in result.stderr
+
+
 def test_probe_matches_a_real_synapse_hash_with_the_pepper(pg_server, synapse_db, tmp_path):
     scale(pg_server, synapse_db, 20)
     with psycopg.connect(synapse_db) as conn:
