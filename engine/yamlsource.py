@@ -215,6 +215,15 @@ def load_with_ruamel(text: str, path: str, version: tuple[int, int]) -> LoadedYa
         raise ConfigError(f"YAML syntax error: {problem}", file=path, line=line, column=col,
                           hint="fix the YAML syntax at this position") from None
     except YAMLError as exc:
+        position = getattr(exc, "position", None)  # ruamel's ReaderError: a character YAML does not allow
+        if isinstance(position, int) and 0 <= position <= len(text):
+            line = text.count("\n", 0, position) + 1
+            column = position - (text.rfind("\n", 0, position) + 1) + 1
+            code = getattr(exc, "character", None)
+            what = f"the character U+{code:04X}" if isinstance(code, int) else "a character"
+            raise ConfigError(f"YAML syntax error: {what} is not allowed in YAML", file=path, line=line,
+                              column=column, hint="remove it, or write it as an escape in a double-quoted string"
+                              ) from None
         raise ConfigError(f"cannot parse YAML: {exc}", file=path) from None
     except RecursionError:
         raise ConfigError("YAML nesting is too deep to parse", file=path) from None

@@ -89,6 +89,8 @@ def test_invalid_acknowledgements_file_exits_1_with_file_and_line(run):
 @pytest.mark.parametrize("files, args, words", [
     ({"hs.yaml": "server_name: example.org\nfoo: [1, 2\n"}, [], "hs.yaml:3:1: YAML syntax error"),
     ({"hs.yaml": "allow_guest_access: true\n"}, [], "no `server_name`"),
+    ({"hs.yaml": "server_name: example.org\nfoo: a\x00b\n"}, [],
+     "hs.yaml:2:7: YAML syntax error: the character U+0000 is not allowed in YAML"),
     ({"hs.yaml": "server_name: 12345\n"}, [], "hs.yaml:1:1: `server_name` must be a string"),
     ({"hs.yaml": "server_name: ' example.org'\n"}, [], "hs.yaml:1:1: `server_name` is not a host name"),
     ({"hs.yaml": "server_name: 'example.org:port'\n"}, [], "`server_name` has an invalid port"),
