@@ -188,10 +188,11 @@ class Pipeline:
         are not UTF-8), which PostgreSQL never holds: name the phase and how to find the rows. The
         exception's own text is left out: it may quote the value, a token for instance."""
         phase, tables = self._phase
-        table = tables[0] if tables else "<table>"
+        table = tables[0] if len(tables) == 1 else "<table>"
+        where = f" (in {', '.join(f'`{t}`' for t in tables)})" if tables else ""
         return DatabaseError(
-            f"{phase}: a value of an unexpected type or encoding in the SQLite database ({type(exc).__name__}); "
-            "nothing was written",
+            f"{phase}: a value of an unexpected type or encoding in the SQLite database{where} "
+            f"({type(exc).__name__}); nothing was written",
             hint=f"find it with `SELECT rowid, typeof(<column>) FROM {table} WHERE typeof(<column>) NOT IN "
                  "('integer', 'null')` for a number column (('text', 'null') for a text column); text that is not "
                  f"UTF-8 shows in `sqlite3 FILE '.dump {table}'`. Correct it, or port the database to PostgreSQL "
